@@ -1,0 +1,66 @@
+# Thin targets; tool settings live in pyproject.toml and buf.yaml.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_FILES := $(wildcard protos/dpm_api/v1/*.proto)
+SAMPLE_CONFIG := deploy/dpm-backend.conf.sample
+
+.DEFAULT_GOAL := all
+
+.PHONY: help  ## Show the targets
+help:
+	@grep -E '^\.PHONY: [a-z-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) +## (.*)/  \1\t\2/' | expand -t 24
+
+$(BIN)/.installed: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+.PHONY: venv  ## Create .venv with the pinned dependencies
+venv: $(BIN)/.installed
+
+.PHONY: generate  ## Regenerate the protobuf stubs and the sample config
+generate: venv
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_FILES)
+	$(BIN)/oslo-config-generator --namespace dpm_backend --output-file $(SAMPLE_CONFIG)
+
+.PHONY: check-generated  ## Fail if the committed stubs or sample config are stale
+check-generated: venv
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_FILES) && \
+	$(BIN)/oslo-config-generator --namespace dpm_backend --output-file $$tmp/sample.conf && \
+	for f in $$(cd $$tmp && find dpm_api -type f); do \
+	  cmp -s $$tmp/$$f $$f || { echo "stale generated file: $$f (run make generate)"; exit 1; }; done && \
+	cmp -s $$tmp/sample.conf $(SAMPLE_CONFIG) || { echo "stale $(SAMPLE_CONFIG) (run make generate)"; exit 1; }
+	@echo "generated files are current"
+
+.PHONY: lint  ## ruff, buf lint/format, and buf breaking against main
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/buf lint
+	$(BIN)/buf format --exit-code -d
+	@if git rev-parse --verify --quiet main:protos >/dev/null; then \
+	  $(BIN)/buf breaking --against '.git#branch=main'; \
+	else echo "buf breaking: main has no protos yet"; fi
+
+.PHONY: test  ## Lint, check generated code, and run all tests
+test: lint check-generated
+	$(BIN)/python -m pytest
+
+.PHONY: demo  ## Run the backend on the shipped mock HMC and drive a lifecycle for two hosts
+demo: venv
+	$(BIN)/python -m dpm_backend.demo
+
+.PHONY: install-guest-tools  ## Install the guest image tools into DESTDIR (default /)
+install-guest-tools:
+	bash guest_tools/install.sh "$(DESTDIR)"
+
+.PHONY: all  ## What CI runs
+all: test
+
+.PHONY: clean  ## Remove the virtualenv and caches
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Generated DPMHost API stubs (from protos/dpm_api); do not edit."""
