@@ -1,0 +1,473 @@
+"""Configuration of the backend: the HMC, the gRPC listener and the Nova hosts.
+
+One file configures one backend process (one HMC). Each Nova host it serves
+(a CPC subset) has its own group ``[host:<name>]``, listed in ``[backend]
+hosts``. Every value is read and checked once in :func:`load`, so the process
+never starts half configured and every error names the option to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+
+from oslo_config import cfg
+from oslo_config import types
+from oslo_log import log as logging
+
+from dpm_backend import naming
+from dpm_backend import wwpn as wwpn_mod
+
+OBJECT_ID_REGEX = r'^[a-f0-9]{8}-([a-f0-9]{4}-){3}[a-f0-9]{12}$'
+HOST_GROUP_PREFIX = 'host:'
+BUILTIN_MOCK = 'builtin'
+BUILTIN_MOCK_PATH = os.path.join(os.path.dirname(__file__), 'data', 'mock_hmc.yaml')
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message names it."""
+
+
+class AdapterPort(types.String):
+    """``<adapter-object-id>:<port>`` with port 0-3, normalised to lower case."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name='adapter port mapping')
+
+    def __call__(self, value: str) -> tuple[str, int]:  # type: ignore[override]
+        if isinstance(value, tuple):
+            return value
+        text = super().__call__(value).strip().lower()
+        adapter_id, sep, port = text.rpartition(':')
+        if not sep or not re.fullmatch(OBJECT_ID_REGEX, adapter_id):
+            raise ValueError(f'{value!r} is not <adapter-object-id>:<port>')
+        if port not in ('0', '1', '2', '3'):
+            raise ValueError(f'{value!r}: the port must be 0, 1, 2 or 3')
+        return adapter_id, int(port)
+
+
+class Wwpn(types.String):
+    """A WWPN of 16 hex digits, optionally ``0x``-prefixed, normalised."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name='WWPN')
+
+    def __call__(self, value: str) -> str:  # type: ignore[override]
+        normalised = wwpn_mod.normalise(super().__call__(value))
+        if normalised is None:
+            raise ValueError(f'{value!r} is not a WWPN of 16 hex digits')
+        return normalised
+
+
+def _object_id_opt(name: str, help_text: str, **kwargs) -> cfg.Opt:
+    return cfg.StrOpt(name, regex=OBJECT_ID_REGEX, help=help_text, **kwargs)
+
+
+hmc_group = cfg.OptGroup(
+    'hmc',
+    help='The HMC this backend manages, and how it talks to it. All timeouts '
+    'are in seconds; zhmcclient defaults (up to an hour) are never used.',
+)
+hmc_opts = [
+    cfg.ListOpt(
+        'hosts',
+        default=[],
+        help='Host names or IP addresses of the HMC; more than one means '
+        'redundant HMCs, tried in order. Required unless mock_definition is set.',
+    ),
+    cfg.StrOpt('userid', help='HMC user id. Required.'),
+    cfg.StrOpt(
+        'password',
+        secret=True,
+        help='HMC password. Prefer password_file (e.g. a systemd credential).',
+    ),
+    cfg.StrOpt(
+        'password_file',
+        help='File whose first line is the HMC password; read at start. '
+        'Related options: password (one of the two is required).',
+    ),
+    cfg.BoolOpt(
+        'verify_cert',
+        default=True,
+        help='Verify the HMC certificate. Turning this off is insecure and '
+        'logged as a warning at every start. Related options: ca_file.',
+    ),
+    cfg.StrOpt('ca_file', help='CA bundle for the HMC certificate; default: the system CAs.'),
+    cfg.IntOpt(
+        'connect_timeout', default=10, min=1, max=300, help='Seconds to connect to the HMC.'
+    ),
+    cfg.IntOpt('connect_retries', default=2, min=0, max=10, help='Retries of a failed connect.'),
+    cfg.IntOpt(
+        'read_timeout',
+        default=120,
+        min=1,
+        max=1800,
+        help='Seconds to wait for an HMC response. Related options: read_retries.',
+    ),
+    cfg.IntOpt(
+        'read_retries',
+        default=1,
+        min=0,
+        max=10,
+        help='Retries of a timed-out read (GET only; zhmcclient never resends POST/DELETE).',
+    ),
+    cfg.IntOpt(
+        'status_timeout',
+        default=120,
+        min=1,
+        max=3600,
+        help='Seconds to wait for a partition to reach a status after start/stop. '
+        'A gRPC deadline shorter than this wins.',
+    ),
+    cfg.IntOpt(
+        'operation_timeout',
+        default=900,
+        min=1,
+        max=3600,
+        help='Seconds to wait for an HMC job (start/stop). A shorter gRPC deadline wins.',
+    ),
+    cfg.IntOpt(
+        'pool_size',
+        default=4,
+        min=1,
+        max=64,
+        help='Number of HMC sessions this backend may hold open; one per operation in flight.',
+    ),
+    cfg.StrOpt(
+        'mock_definition',
+        help="Run against zhmcclient's mock HMC loaded from this HMC "
+        "definition YAML (zhmcclient's format) instead of a real HMC. "
+        f'"{BUILTIN_MOCK}" selects the definition shipped with the backend. '
+        'Related options: hosts (ignored when this is set).',
+    ),
+    cfg.BoolOpt(
+        'log_requests',
+        default=False,
+        help='Log every HMC request (method, URI, outcome, milliseconds) at INFO; '
+        'never bodies, so never credentials.',
+    ),
+    cfg.IntOpt(
+        'probe_interval',
+        default=10,
+        min=1,
+        max=600,
+        help='Seconds between reachability probes of the HMC while it is unreachable.',
+    ),
+    cfg.IntOpt(
+        'cpc_cache_ttl',
+        default=60,
+        min=0,
+        max=3600,
+        help='Seconds that CPC facts (DPM mode, firmware features, version) are reused.',
+    ),
+]
+
+backend_group = cfg.OptGroup('backend', help='The DPMHost gRPC service.')
+backend_opts = [
+    cfg.ListOpt(
+        'hosts',
+        default=[],
+        help='Names of the Nova hosts (CPC subsets) served; each needs a '
+        '[host:<name>] group. A name is at most '
+        f'{naming.MAX_HOST_LENGTH} characters of letters, digits, ".", "_" and "-".',
+    ),
+    cfg.StrOpt(
+        'listen',
+        default='unix:/run/dpm-backend/dpm-backend.sock',
+        help='Where to serve: "unix:<path>" or "<host>:<port>". TCP on a '
+        'non-loopback address requires tls_cert_file, tls_key_file and '
+        'tls_client_ca_file (mutual TLS).',
+    ),
+    cfg.StrOpt(
+        'socket_mode',
+        default='0660',
+        regex=r'^0?[0-7]{3}$',
+        help='Octal file mode of the unix socket; the socket file is the access control.',
+    ),
+    cfg.StrOpt('socket_group', help='Group owning the unix socket (e.g. nova).'),
+    cfg.StrOpt('tls_cert_file', help='Server certificate (PEM) for TCP.'),
+    cfg.StrOpt('tls_key_file', help='Server private key (PEM) for TCP.'),
+    cfg.StrOpt('tls_client_ca_file', help='CA that signs accepted client certificates.'),
+    cfg.IntOpt(
+        'max_concurrent_operations',
+        default=16,
+        min=1,
+        max=512,
+        help='DPMHost calls executed at once; more are refused with '
+        'RESOURCE_EXHAUSTED. Health checks have threads of their own.',
+    ),
+    cfg.IntOpt(
+        'default_deadline',
+        default=900,
+        min=1,
+        max=3600,
+        help='Seconds an operation may take when the caller sets no deadline.',
+    ),
+    cfg.IntOpt(
+        'grace_period',
+        default=30,
+        min=0,
+        max=3600,
+        help='Seconds that calls in flight may finish after SIGTERM.',
+    ),
+]
+
+host_opts = [
+    _object_id_opt('cpc_object_id', 'Object id of the CPC this host is a subset of. Required.'),
+    cfg.IntOpt(
+        'max_processors',
+        min=1,
+        help='Maximum number of shared IFL processors the host may use. '
+        "Must not exceed the CPC's processor-count-ifl. Required.",
+    ),
+    cfg.IntOpt(
+        'max_memory',
+        min=512,
+        help='Maximum memory in MiB the host may use (minimum 512). Must not '
+        "exceed the CPC's storage-customer. Required.",
+    ),
+    cfg.MultiOpt(
+        'physical_storage_adapter_mappings',
+        item_type=AdapterPort(),
+        help='FCP adapter ports for the instance vHBAs, as '
+        '<adapter-object-id>:<port 0-3>, one per line. The first one holds '
+        'the boot vHBA. Required.',
+    ),
+    cfg.ListOpt(
+        'target_wwpn_ignore_list',
+        item_type=Wwpn(),
+        default=[],
+        help='Target WWPNs never used to boot (e.g. NAS ports of a unified storage).',
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostConfig:
+    """One Nova host: a subset of one CPC."""
+
+    name: str
+    cpc_object_id: str
+    max_processors: int
+    max_memory: int
+    adapter_ports: tuple[tuple[str, int], ...]
+    target_wwpn_ignore_list: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class HmcConfig:
+    """How to reach the HMC."""
+
+    hosts: tuple[str, ...]
+    userid: str
+    password: str = dataclasses.field(repr=False)
+    verify_cert: bool | str
+    connect_timeout: int
+    connect_retries: int
+    read_timeout: int
+    read_retries: int
+    status_timeout: int
+    operation_timeout: int
+    pool_size: int
+    mock_definition: str | None
+    log_requests: bool
+    probe_interval: int
+    cpc_cache_ttl: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ListenConfig:
+    """Where and how the gRPC service listens."""
+
+    address: str
+    unix_path: str | None
+    socket_mode: int
+    socket_group: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    tls_client_ca_file: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendConfig:
+    """Everything the backend process needs, checked."""
+
+    hmc: HmcConfig
+    listen: ListenConfig
+    hosts: dict[str, HostConfig]
+    max_concurrent_operations: int
+    default_deadline: int
+    grace_period: int
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(hmc_group)
+    conf.register_opts(hmc_opts, group=hmc_group)
+    conf.register_group(backend_group)
+    conf.register_opts(backend_opts, group=backend_group)
+
+
+def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:
+    """Options for oslo-config-generator; ``host:name`` stands for each host."""
+    return [
+        ('hmc', hmc_opts),
+        ('backend', backend_opts),
+        (
+            cfg.OptGroup(
+                HOST_GROUP_PREFIX + 'name',
+                help='One group per Nova host named in [backend] hosts, e.g. '
+                '[host:cpc1] for the host cpc1 (write the name as in hosts).',
+            ),
+            host_opts,
+        ),
+    ]
+
+
+def _get(conf: cfg.ConfigOpts, group: str, name: str):
+    try:
+        return getattr(conf[group], name)
+    except (cfg.ConfigFileValueError, ValueError) as exc:
+        raise ConfigError(f'[{group}] {name}: invalid value: {exc}') from None
+
+
+def _require(conf: cfg.ConfigOpts, group: str, name: str):
+    value = _get(conf, group, name)
+    if value in (None, '', []):
+        raise ConfigError(f'[{group}] {name} is required')
+    return value
+
+
+def _load_host(conf: cfg.ConfigOpts, name: str) -> HostConfig:
+    error = naming.host_name_error(name)
+    if error:
+        raise ConfigError(f'[backend] hosts: {name!r}: {error}')
+    group = HOST_GROUP_PREFIX + name
+    conf.register_opts(host_opts, group=group)
+    return HostConfig(
+        name=name,
+        cpc_object_id=_require(conf, group, 'cpc_object_id'),
+        max_processors=_require(conf, group, 'max_processors'),
+        max_memory=_require(conf, group, 'max_memory'),
+        adapter_ports=tuple(_require(conf, group, 'physical_storage_adapter_mappings')),
+        target_wwpn_ignore_list=frozenset(_get(conf, group, 'target_wwpn_ignore_list')),
+    )
+
+
+def _load_hmc(conf: cfg.ConfigOpts) -> HmcConfig:
+    mock_definition = _get(conf, 'hmc', 'mock_definition') or None
+    if mock_definition == BUILTIN_MOCK:
+        mock_definition = BUILTIN_MOCK_PATH
+    if mock_definition and not os.path.isfile(mock_definition):
+        raise ConfigError(f'[hmc] mock_definition: no such file: {mock_definition}')
+    hosts = tuple(_get(conf, 'hmc', 'hosts'))
+    if not hosts and not mock_definition:
+        raise ConfigError('[hmc] hosts is required (or mock_definition for the mock HMC)')
+    password = _get(conf, 'hmc', 'password')
+    password_file = _get(conf, 'hmc', 'password_file')
+    if password_file:
+        try:
+            with open(password_file, encoding='utf-8') as stream:
+                password = stream.readline().rstrip('\r\n')
+        except OSError as exc:
+            raise ConfigError(f'[hmc] password_file: cannot read: {exc.strerror}') from None
+    if not password:
+        raise ConfigError('[hmc] password or password_file is required')
+    ca_file = _get(conf, 'hmc', 'ca_file')
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f'[hmc] ca_file: no such file: {ca_file}')
+    verify = _get(conf, 'hmc', 'verify_cert')
+    return HmcConfig(
+        hosts=hosts,
+        userid=_require(conf, 'hmc', 'userid'),
+        password=password,
+        verify_cert=(ca_file or True) if verify else False,
+        connect_timeout=_get(conf, 'hmc', 'connect_timeout'),
+        connect_retries=_get(conf, 'hmc', 'connect_retries'),
+        read_timeout=_get(conf, 'hmc', 'read_timeout'),
+        read_retries=_get(conf, 'hmc', 'read_retries'),
+        status_timeout=_get(conf, 'hmc', 'status_timeout'),
+        operation_timeout=_get(conf, 'hmc', 'operation_timeout'),
+        pool_size=_get(conf, 'hmc', 'pool_size'),
+        mock_definition=mock_definition,
+        log_requests=_get(conf, 'hmc', 'log_requests'),
+        probe_interval=_get(conf, 'hmc', 'probe_interval'),
+        cpc_cache_ttl=_get(conf, 'hmc', 'cpc_cache_ttl'),
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host.strip('[]')).is_loopback
+    except ValueError:
+        return False
+
+
+def _load_listen(conf: cfg.ConfigOpts) -> ListenConfig:
+    address = _require(conf, 'backend', 'listen')
+    files = {
+        name: _get(conf, 'backend', name)
+        for name in ('tls_cert_file', 'tls_key_file', 'tls_client_ca_file')
+    }
+    unix_path = None
+    if address.startswith('unix:'):
+        unix_path = address[len('unix:') :]
+        if unix_path.startswith('//'):
+            unix_path = unix_path[2:]
+        if not os.path.isabs(unix_path):
+            raise ConfigError('[backend] listen: a unix socket path must be absolute')
+    else:
+        host, sep, port = address.rpartition(':')
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise ConfigError('[backend] listen: expected "unix:<path>" or "<host>:<port>"')
+        tls = [name for name, value in files.items() if value]
+        if tls and len(tls) != len(files):
+            raise ConfigError(
+                '[backend] tls_cert_file, tls_key_file and tls_client_ca_file go together'
+            )
+        if not tls and not _is_loopback(host):
+            raise ConfigError(
+                '[backend] listen: TCP on a non-loopback address requires mutual TLS '
+                '(tls_cert_file, tls_key_file, tls_client_ca_file)'
+            )
+        for name, value in files.items():
+            if value and not os.path.isfile(value):
+                raise ConfigError(f'[backend] {name}: no such file: {value}')
+    return ListenConfig(
+        address=address,
+        unix_path=unix_path,
+        socket_mode=int(_get(conf, 'backend', 'socket_mode'), 8),
+        socket_group=_get(conf, 'backend', 'socket_group'),
+        **files,
+    )
+
+
+def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConfig:
+    """Parse the command line and config files; raise ConfigError if anything is off."""
+    conf = conf if conf is not None else cfg.ConfigOpts()
+    register_opts(conf)
+    logging.register_options(conf)
+    try:
+        conf(list(argv), project='dpm-backend', prog='dpm-backend')
+    except cfg.Error as exc:
+        raise ConfigError(str(exc)) from None
+    names = _require(conf, 'backend', 'hosts')
+    lowered = [name.lower() for name in names]
+    duplicates = sorted({name for name in lowered if lowered.count(name) > 1})
+    if duplicates:
+        raise ConfigError(
+            f'[backend] hosts: names must be unique (ignoring case): {", ".join(duplicates)}'
+        )
+    hosts = {name: _load_host(conf, name) for name in names}
+    return BackendConfig(
+        hmc=_load_hmc(conf),
+        listen=_load_listen(conf),
+        hosts=hosts,
+        max_concurrent_operations=_get(conf, 'backend', 'max_concurrent_operations'),
+        default_deadline=_get(conf, 'backend', 'default_deadline'),
+        grace_period=_get(conf, 'backend', 'grace_period'),
+    )

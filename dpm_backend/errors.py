@@ -1,0 +1,208 @@
+"""Errors of the DPMHost service and their gRPC status.
+
+Operations raise :class:`DPMError`; zhmcclient exceptions are translated here
+and nowhere else. Messages name the HMC object involved and never contain
+credentials.
+"""
+
+from __future__ import annotations
+
+import grpc
+import zhmcclient
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+
+DOMAIN = 'dpm_api.v1'
+# HMC reason code of HTTP 409: the object's status does not allow the operation.
+HMC_REASON_INVALID_STATE = 1
+
+
+class DPMError(Exception):
+    """A failed DPMHost operation with its gRPC code and ErrorInfo reason."""
+
+    def __init__(
+        self, code: grpc.StatusCode, reason: int, message: str, **metadata: object
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = {key: str(value) for key, value in metadata.items()}
+
+    @property
+    def reason_name(self) -> str:
+        return pb.ErrorReason.Name(self.reason).removeprefix('ERROR_REASON_')
+
+    def to_status(self) -> grpc.Status:
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason_name, domain=DOMAIN, metadata=self.metadata
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        return rpc_status.to_status(
+            status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        )
+
+
+def invalid_field(field: str, message: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        pb.ERROR_REASON_INVALID_FIELD,
+        f'{field}: {message}',
+        field=field,
+    )
+
+
+def host_not_found(host: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.NOT_FOUND,
+        pb.ERROR_REASON_HOST_NOT_FOUND,
+        f'host {host!r} is not served by this backend',
+        host=host,
+    )
+
+
+def instance_not_found(host: str, instance_uuid: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.NOT_FOUND,
+        pb.ERROR_REASON_INSTANCE_NOT_FOUND,
+        f'instance {instance_uuid} has no partition on host {host}',
+        host=host,
+        instance_uuid=instance_uuid,
+    )
+
+
+def cpc_not_usable(host: str, why: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_CPC_NOT_USABLE,
+        f'host {host}: {why}',
+        host=host,
+    )
+
+
+def storage_path_unsupported(host: str, cpc_name: str, feature: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_STORAGE_PATH_UNSUPPORTED,
+        f'host {host}: CPC {cpc_name} has the {feature} firmware feature: FC storage '
+        'comes from storage groups there, which this backend does not support yet '
+        '(no vHBAs exist on such a CPC)',
+        host=host,
+    )
+
+
+def hmc_object_not_found(what: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.NOT_FOUND, pb.ERROR_REASON_HMC_OBJECT_NOT_FOUND, f'{what} does not exist'
+    )
+
+
+def boot_volume_unusable(why: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_BOOT_VOLUME_UNUSABLE,
+        f'boot volume: {why}',
+    )
+
+
+def cmdline_too_long(length: int, limit: int) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        pb.ERROR_REASON_CMDLINE_TOO_LONG,
+        f'the kernel command line would be {length} characters; the HMC allows {limit}',
+    )
+
+
+def capacity_exceeded(host: str, why: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        pb.ERROR_REASON_HOST_CAPACITY_EXCEEDED,
+        f'host {host}: {why}',
+        host=host,
+    )
+
+
+def invalid_state(what: str, status: str, operation: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_INVALID_PARTITION_STATE,
+        f'{what} is {status}; cannot {operation}',
+        partition_status=status,
+    )
+
+
+def backend_busy(limit: int) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        pb.ERROR_REASON_BACKEND_BUSY,
+        f'the backend is running its limit of {limit} operations; retry later',
+    )
+
+
+def hmc_timeout(action: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        pb.ERROR_REASON_HMC_TIMEOUT,
+        f'{action}: the HMC did not finish in time',
+    )
+
+
+def from_hmc(exc: zhmcclient.Error, action: str) -> DPMError:
+    """Translate a zhmcclient exception raised while doing ``action``."""
+    if isinstance(exc, zhmcclient.HTTPError):
+        meta = {'http_status': exc.http_status, 'hmc_reason': exc.reason}
+        text = f'{action}: HMC {exc.http_status},{exc.reason}: {exc.message}'
+        if exc.http_status == 404:
+            return DPMError(
+                grpc.StatusCode.NOT_FOUND, pb.ERROR_REASON_HMC_OBJECT_NOT_FOUND, text, **meta
+            )
+        if exc.http_status == 409 and exc.reason == HMC_REASON_INVALID_STATE:
+            return DPMError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                pb.ERROR_REASON_INVALID_PARTITION_STATE,
+                text,
+                **meta,
+            )
+        if exc.http_status == 409:
+            return DPMError(grpc.StatusCode.ABORTED, pb.ERROR_REASON_HMC_ERROR, text, **meta)
+        if exc.http_status == 400:
+            return DPMError(
+                grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_HMC_ERROR, text, **meta
+            )
+        if exc.http_status >= 500:
+            return DPMError(
+                grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_HMC_UNAVAILABLE, text, **meta
+            )
+        return DPMError(
+            grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_HMC_ERROR, text, **meta
+        )
+    if isinstance(
+        exc, (zhmcclient.ReadTimeout, zhmcclient.OperationTimeout, zhmcclient.StatusTimeout)
+    ):
+        return hmc_timeout(action)
+    if isinstance(exc, zhmcclient.AuthError):
+        return DPMError(
+            grpc.StatusCode.UNAVAILABLE,
+            pb.ERROR_REASON_HMC_UNAVAILABLE,
+            f'{action}: cannot log on to the HMC ({type(exc).__name__})',
+        )
+    if isinstance(exc, (zhmcclient.ConnectionError, zhmcclient.ParseError)):
+        return DPMError(
+            grpc.StatusCode.UNAVAILABLE,
+            pb.ERROR_REASON_HMC_UNAVAILABLE,
+            f'{action}: the HMC cannot be reached ({type(exc).__name__})',
+        )
+    if isinstance(exc, (zhmcclient.NotFound, zhmcclient.CeasedExistence)):
+        return DPMError(
+            grpc.StatusCode.NOT_FOUND, pb.ERROR_REASON_HMC_OBJECT_NOT_FOUND, f'{action}: {exc}'
+        )
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_HMC_ERROR,
+        f'{action}: {type(exc).__name__}: {exc}',
+    )

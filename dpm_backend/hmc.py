@@ -1,0 +1,266 @@
+"""HMC sessions: a bounded pool, the mock HMC, and the seam below the Session.
+
+zhmcclient Session/Client pairs may be used by one thread at a time, so each
+operation checks one pair out of the pool and returns it afterwards. Sessions
+log on at first use, log on again when the HMC expires them (zhmcclient does
+this), and are all logged off at shutdown: a leaked session occupies the HMC.
+
+The one seam at zhmcclient's session boundary: every HMC request (GET, POST,
+DELETE, including logon and job polling) passes through the pool's
+interceptors. Benchmarks count requests there, fault tests inject errors and
+latency there, and the pool itself watches reachability there. Nothing above
+the Session knows whether the HMC is real or zhmcclient's mock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+
+import zhmcclient
+import zhmcclient.mock
+
+from dpm_backend.config import HmcConfig
+
+LOG = logging.getLogger(__name__)
+
+# An interceptor wraps one HMC request: interceptor(method, uri, proceed).
+# It must call proceed() (or raise) and return its result.
+Interceptor = Callable[[str, str, Callable[[], Any]], Any]
+
+HTTP_METHODS = ('get', 'post', 'delete')
+
+
+class PoolExhausted(Exception):
+    """No HMC session became free before the caller's deadline."""
+
+
+class Reachability:
+    """Whether the HMC answered the last request; listeners hear changes."""
+
+    def __init__(self) -> None:
+        # Unknown until the HMC has answered once.
+        self._reachable = False
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[bool], None]] = []
+
+    @property
+    def reachable(self) -> bool:
+        return self._reachable
+
+    def add_listener(self, listener: Callable[[bool], None]) -> None:
+        self._listeners.append(listener)
+
+    def set(self, reachable: bool) -> None:
+        with self._lock:
+            changed = reachable != self._reachable
+            self._reachable = reachable
+        if changed:
+            if reachable:
+                LOG.info('HMC is reachable')
+            else:
+                LOG.warning('HMC is unreachable')
+            for listener in self._listeners:
+                listener(reachable)
+
+    def interceptor(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
+        try:
+            result = proceed()
+        except zhmcclient.ConnectionError:
+            self.set(False)
+            raise
+        self.set(True)
+        return result
+
+
+def log_request(method: str, uri: str, proceed: Callable[[], Any]) -> Any:
+    """Interceptor that logs each request's method, URI, outcome and duration."""
+    started = time.monotonic()
+    outcome = 'ok'
+    try:
+        return proceed()
+    except zhmcclient.HTTPError as exc:
+        outcome = f'HTTP {exc.http_status},{exc.reason}'
+        raise
+    except zhmcclient.Error as exc:
+        outcome = type(exc).__name__
+        raise
+    finally:
+        elapsed = (time.monotonic() - started) * 1000
+        LOG.info('HMC %s %s -> %s (%.0f ms)', method, uri, outcome, elapsed)
+
+
+def _install_seam(session: zhmcclient.Session, interceptors: list[Interceptor]) -> None:
+    """Route the session's HTTP methods through ``interceptors`` (in order)."""
+    for method in HTTP_METHODS:
+        setattr(session, method, _through(interceptors, method.upper(), getattr(session, method)))
+
+
+def _through(interceptors: list[Interceptor], method: str, original: Callable) -> Callable:
+    @functools.wraps(original)
+    def wrapper(uri, *args, **kwargs):
+        def call(index: int) -> Any:
+            if index == len(interceptors):
+                return original(uri, *args, **kwargs)
+            return interceptors[index](method, uri, lambda: call(index + 1))
+
+        return call(0)
+
+    return wrapper
+
+
+def retry_timeout_config(config: HmcConfig) -> zhmcclient.RetryTimeoutConfig:
+    return zhmcclient.RetryTimeoutConfig(
+        connect_timeout=config.connect_timeout,
+        connect_retries=config.connect_retries,
+        read_timeout=config.read_timeout,
+        read_retries=config.read_retries,
+        operation_timeout=config.operation_timeout,
+        status_timeout=config.status_timeout,
+    )
+
+
+class _MockHmc:
+    """zhmcclient's mock HMC, shared by all sessions of the pool.
+
+    Each FakedSession normally owns its own FakedHmc; the pool's sessions must
+    see one HMC, so later sessions are pointed at the first one's. The mock is
+    not thread-safe, so its requests are serialised, as an appliance would
+    apply them one by one.
+    """
+
+    def __init__(self, config: HmcConfig) -> None:
+        self._config = config
+        self._first = zhmcclient.mock.FakedSession.from_hmc_yaml_file(
+            config.mock_definition, config.userid, config.password
+        )
+        self._handed_out = False
+        self.lock = threading.Lock()
+
+    @property
+    def hmc(self) -> zhmcclient.mock.FakedHmc:
+        return self._first.hmc
+
+    def new_session(self) -> zhmcclient.Session:
+        if not self._handed_out:
+            self._handed_out = True
+            session = self._first
+        else:
+            first = self._first
+            session = zhmcclient.mock.FakedSession(
+                first.host,
+                first.hmc.hmc_name,
+                first.hmc.hmc_version,
+                first.hmc.api_version,
+                userid=self._config.userid,
+                password=self._config.password,
+            )
+            session._hmc = first.hmc  # share one faked HMC (no public setter)
+        return session
+
+    def serialise(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
+        with self.lock:
+            return proceed()
+
+
+class SessionPool:
+    """A bounded pool of logged-on zhmcclient Clients."""
+
+    def __init__(self, config: HmcConfig, interceptors: list[Interceptor] | None = None):
+        self._config = config
+        self.reachability = Reachability()
+        # Outermost first: the observers of the caller, reachability, then the mock lock.
+        self.interceptors: list[Interceptor] = list(interceptors or [])
+        if config.log_requests:
+            self.interceptors.append(log_request)
+        self.interceptors.append(self.reachability.interceptor)
+        self.mock = _MockHmc(config) if config.mock_definition else None
+        if self.mock:
+            self.interceptors.append(self.mock.serialise)
+        self._idle: queue.LifoQueue[zhmcclient.Client] = queue.LifoQueue()
+        self._all: list[zhmcclient.Client] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._config.pool_size
+
+    @property
+    def sessions_created(self) -> int:
+        return len(self._all)
+
+    def _new_session(self) -> zhmcclient.Session:
+        if self.mock:
+            return self.mock.new_session()
+        return zhmcclient.Session(
+            list(self._config.hosts),
+            userid=self._config.userid,
+            password=self._config.password,
+            retry_timeout_config=retry_timeout_config(self._config),
+            verify_cert=self._config.verify_cert,
+        )
+
+    def _take(self, timeout: float) -> zhmcclient.Client:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._closed:
+                raise PoolExhausted('the session pool is closed')
+            if len(self._all) < self._config.pool_size:
+                session = self._new_session()
+                _install_seam(session, self.interceptors)
+                client = zhmcclient.Client(session)
+                self._all.append(client)
+                return client
+        try:
+            return self._idle.get(timeout=max(timeout, 0))
+        except queue.Empty:
+            raise PoolExhausted(f'all {self._config.pool_size} HMC sessions stayed busy') from None
+
+    @contextlib.contextmanager
+    def client(self, timeout: float, logon: bool = True) -> Iterator[zhmcclient.Client]:
+        """Check out one logged-on Client for the duration of the block."""
+        client = self._take(timeout)
+        try:
+            if logon and client.session.session_id is None:
+                client.session.logon()
+            yield client
+        finally:
+            self._idle.put(client)
+
+    def probe(self) -> bool:
+        """Ask the HMC for its API version (no logon needed); True if it answered."""
+        try:
+            with self.client(timeout=self._config.connect_timeout, logon=False) as client:
+                client.query_api_version()
+        except (zhmcclient.Error, PoolExhausted) as exc:
+            LOG.info('HMC probe failed: %s', type(exc).__name__)
+            return False
+        return True
+
+    def close(self) -> int:
+        """Log off every session; return how many were logged off."""
+        with self._lock:
+            self._closed = True
+            clients = list(self._all)
+        logged_off = 0
+        for client in clients:
+            session = client.session
+            if session.session_id is None:
+                continue
+            try:
+                session.logoff()
+                logged_off += 1
+            except zhmcclient.Error as exc:
+                LOG.warning('Logoff from the HMC failed: %s', type(exc).__name__)
+        return logged_off

@@ -1,0 +1,374 @@
+"""The partition lifecycle of one instance: prepare, spawn, destroy, power.
+
+Every operation first finds the partition by its exact name and moves it
+toward the requested state, so a retried call converges instead of failing.
+What a failed prepare or spawn created is removed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+import zhmcclient
+
+from dpm_backend import boot
+from dpm_backend import cmdline
+from dpm_backend import errors
+from dpm_backend import naming
+from dpm_backend import states
+from dpm_backend.host import Host
+from dpm_backend.validation import Flavor
+from dpm_backend.validation import SpawnSpec
+
+LOG = logging.getLogger(__name__)
+
+NIC_PROPERTIES = ('device-number',)
+HBA_PROPERTIES = ('wwpn',)
+VSWITCH_PROPERTIES = ('port', 'backing-adapter-uri')
+CMDLINE_PROPERTY = 'boot-os-specific-parameters'
+
+
+class Deadline:
+    """The time left for an operation; HMC waits never outlast the caller."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def timeout(self, action: str) -> int:
+        """Whole seconds left for an HMC wait (zhmcclient treats 0 as none)."""
+        left = self.remaining()
+        if left <= 0:
+            raise errors.hmc_timeout(action)
+        return max(1, math.floor(left))
+
+
+@dataclasses.dataclass(frozen=True)
+class Info:
+    """An instance's partition as DPMHost reports it."""
+
+    instance_uuid: str
+    partition_name: str
+    partition_object_id: str
+    status: str
+    vcpus: int
+    memory_mb: int
+
+    @property
+    def power_state(self) -> int:
+        return states.power_state(self.status)
+
+
+def info_of(instance_uuid: str, partition: zhmcclient.Partition) -> Info:
+    """Info from properties already held locally; no HMC request."""
+    props = partition.properties
+    return Info(
+        instance_uuid=instance_uuid,
+        partition_name=props.get('name', ''),
+        partition_object_id=partition.uri.rsplit('/', 1)[-1],
+        status=props.get('status', ''),
+        vcpus=int(props.get('ifl-processors', 0) or 0),
+        memory_mb=int(props.get('initial-memory', 0) or 0),
+    )
+
+
+class InstanceLocks:
+    """One lock per instance, so concurrent calls for one instance take turns."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, host: str, instance_uuid: str) -> Iterator[None]:
+        key = (host, instance_uuid)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def forget(self, host: str, instance_uuid: str) -> None:
+        with self._guard:
+            self._locks.pop((host, instance_uuid), None)
+
+
+def _partition_properties(host: Host, instance_uuid: str, flavor: Flavor) -> dict:
+    return {
+        'name': naming.partition_name(host.name, instance_uuid),
+        'description': naming.partition_description(host.name),
+        'ifl-processors': flavor.vcpus,
+        'initial-memory': flavor.memory_mb,
+        'maximum-memory': flavor.memory_mb,
+    }
+
+
+def _wait_for_steady(partition: zhmcclient.Partition, deadline: Deadline) -> str:
+    """Wait until the partition leaves starting/stopping; return its status."""
+    status = partition.properties.get('status', '')
+    if status in states.TRANSITIONAL:
+        steady = sorted(set(states.POWER_STATES) - states.TRANSITIONAL)
+        partition.wait_for_status(steady, status_timeout=deadline.timeout('wait for status'))
+        status = partition.properties.get('status', '')
+    return status
+
+
+def _stop(partition: zhmcclient.Partition, deadline: Deadline) -> None:
+    timeout = deadline.timeout('stop partition')
+    partition.stop(wait_for_completion=True, operation_timeout=timeout, status_timeout=timeout)
+
+
+def _start(partition: zhmcclient.Partition, deadline: Deadline) -> None:
+    timeout = deadline.timeout('start partition')
+    partition.start(wait_for_completion=True, operation_timeout=timeout, status_timeout=timeout)
+
+
+def _ensure_stopped(partition: zhmcclient.Partition, deadline: Deadline) -> None:
+    status = _wait_for_steady(partition, deadline)
+    if status != states.STOPPED:
+        _stop(partition, deadline)
+
+
+def _hbas_by_name(partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
+    hbas = partition.hbas.list()
+    for hba in hbas:
+        hba.pull_properties(list(HBA_PROPERTIES))
+    return {hba.name: hba for hba in hbas}
+
+
+def _ensure_hbas(host: Host, partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
+    """Create the vHBAs the host's adapter mappings call for; return all by name."""
+    hbas = _hbas_by_name(partition)
+    for adapter_id, port in host.config.adapter_ports:
+        name = naming.hba_name(adapter_id, port)
+        if name in hbas:
+            continue
+        hba = partition.hbas.create(
+            {
+                'name': name,
+                'description': naming.hba_description(host.name),
+                'adapter-port-uri': naming.storage_port_uri(adapter_id, port),
+            }
+        )
+        hba.pull_properties(list(HBA_PROPERTIES))
+        hbas[name] = hba
+    return hbas
+
+
+def _wwpns(hbas: dict[str, zhmcclient.Hba]) -> list[str]:
+    return sorted(hba.prop('wwpn').lower().removeprefix('0x') for hba in hbas.values())
+
+
+def _ensure_partition(
+    client: zhmcclient.Client, host: Host, instance_uuid: str, flavor: Flavor
+) -> tuple[zhmcclient.Partition, bool]:
+    """The instance's partition, created (within the host's limits) if missing."""
+    facts = host.usable_facts(client)
+    host.require_vhba_path(facts)
+    with host.create_lock:
+        partition = host.find_partition(client, instance_uuid)
+        if partition is not None:
+            return partition, False
+        host.check_capacity(client, flavor.vcpus, flavor.memory_mb)
+        properties = _partition_properties(host, instance_uuid, flavor)
+        partition = host.cpc(client).partitions.create(properties)
+    # A new partition is stopped; record it instead of asking the HMC.
+    partition.update_properties_local({'status': states.STOPPED})
+    LOG.info('Created partition %s', properties['name'])
+    return partition, True
+
+
+def _delete_partition(partition: zhmcclient.Partition, deadline: Deadline) -> None:
+    _ensure_stopped(partition, deadline)
+    partition.delete()
+
+
+@contextlib.contextmanager
+def _rollback_on_error(partition: zhmcclient.Partition, created: bool, deadline: Deadline):
+    """Undo what a failed call created: its NICs, and the partition if it was new."""
+    created_nics: list[zhmcclient.Nic] = []
+    try:
+        yield created_nics
+    except BaseException:
+        name = partition.properties.get('name', partition.uri)
+        try:
+            if created:
+                _delete_partition(partition, deadline)
+                LOG.warning('Rolled back: deleted partition %s', name)
+            else:
+                for nic in created_nics:
+                    nic.delete()
+                if created_nics:
+                    LOG.warning('Rolled back: deleted %d NICs of %s', len(created_nics), name)
+        except zhmcclient.Error as exc:
+            LOG.error('Rollback of partition %s failed: %s', name, exc)
+        raise
+
+
+def prepare(
+    client: zhmcclient.Client,
+    host: Host,
+    instance_uuid: str,
+    flavor: Flavor,
+    deadline: Deadline,
+) -> tuple[Info, list[str]]:
+    """The stopped partition with its vHBAs, and their WWPNs."""
+    partition, created = _ensure_partition(client, host, instance_uuid, flavor)
+    with _rollback_on_error(partition, created, deadline):
+        hbas = _ensure_hbas(host, partition)
+    return info_of(instance_uuid, partition), _wwpns(hbas)
+
+
+def volume_connector(client: zhmcclient.Client, host: Host, instance_uuid: str) -> list[str]:
+    partition = host.get_partition(client, instance_uuid)
+    return _wwpns(_hbas_by_name(partition))
+
+
+def _vswitch_ports(host: Host, client: zhmcclient.Client, spec: SpawnSpec) -> dict[str, int]:
+    """The adapter port behind each virtual switch the NICs use."""
+    cpc_uri = host.cpc(client).uri
+    ports: dict[str, int] = {}
+    for nic in spec.nics:
+        object_id = nic.vswitch_object_id
+        if object_id in ports:
+            continue
+        vswitch = host.cpc(client).virtual_switches.resource_object(object_id)
+        try:
+            vswitch.pull_properties(['parent', *VSWITCH_PROPERTIES])
+        except zhmcclient.CeasedExistence:
+            raise errors.hmc_object_not_found(f'virtual switch {object_id}') from None
+        parent = vswitch.prop('parent', cpc_uri)
+        if parent != cpc_uri:
+            raise errors.hmc_object_not_found(
+                f'virtual switch {object_id} on the CPC of host {host.name}'
+            )
+        ports[object_id] = int(vswitch.prop('port', 0))
+    return ports
+
+
+def _ensure_nics(
+    host: Host,
+    partition: zhmcclient.Partition,
+    spec: SpawnSpec,
+    vswitch_ports: dict[str, int],
+    created: list[zhmcclient.Nic],
+) -> list[cmdline.NicToken]:
+    """Create the missing NICs; return their command-line tokens in request order."""
+    existing = {nic.name: nic for nic in partition.nics.list()}
+    tokens = []
+    for nic_spec in spec.nics:
+        name = naming.nic_name(nic_spec.port_id)
+        nic = existing.get(name)
+        if nic is None:
+            nic = partition.nics.create(
+                {
+                    'name': name,
+                    'description': naming.nic_description(host.name, nic_spec.mac),
+                    'virtual-switch-uri': naming.virtual_switch_uri(nic_spec.vswitch_object_id),
+                }
+            )
+            created.append(nic)
+        nic.pull_properties(list(NIC_PROPERTIES))
+        tokens.append(
+            cmdline.NicToken(
+                device_number=nic.prop('device-number'),
+                adapter_port=vswitch_ports[nic_spec.vswitch_object_id],
+                mac=nic_spec.mac,
+            )
+        )
+    return tokens
+
+
+def _boot_target(host: Host, hbas: dict[str, zhmcclient.Hba], spec: SpawnSpec) -> boot.BootTarget:
+    adapter_id, port = host.config.adapter_ports[0]
+    boot_hba = hbas[naming.hba_name(adapter_id, port)]
+    try:
+        target = boot.choose_target(
+            boot_hba.prop('wwpn'),
+            spec.boot_volume.initiator_target_map,
+            host.config.target_wwpn_ignore_list,
+        )
+    except boot.NoBootPath as exc:
+        raise errors.boot_volume_unusable(str(exc)) from None
+    return boot.BootTarget(boot_hba.uri, target, spec.boot_volume.lun)
+
+
+def spawn(
+    client: zhmcclient.Client, host: Host, spec: SpawnSpec, deadline: Deadline
+) -> tuple[Info, str]:
+    """Configure and start the partition; return it and the command line written."""
+    partition, created = _ensure_partition(client, host, spec.instance_uuid, spec.flavor)
+    status = _wait_for_steady(partition, deadline)
+    if status in states.RUNNING:
+        # A retry after the partition came up: it is configured already.
+        partition.pull_properties([CMDLINE_PROPERTY])
+        return info_of(spec.instance_uuid, partition), partition.prop(CMDLINE_PROPERTY, '')
+    with _rollback_on_error(partition, created, deadline) as created_nics:
+        if status != states.STOPPED:
+            _stop(partition, deadline)
+        hbas = _ensure_hbas(host, partition)
+        ports = _vswitch_ports(host, client, spec)
+        tokens = _ensure_nics(host, partition, spec, ports, created_nics)
+        value = cmdline.value(tokens)
+        if not cmdline.fits(value):
+            raise errors.cmdline_too_long(len(value), cmdline.MAX_LENGTH)
+        properties = boot.partition_properties(_boot_target(host, hbas, spec))
+        properties[CMDLINE_PROPERTY] = value
+        partition.update_properties(properties)
+        _start(partition, deadline)
+    LOG.info('Started partition %s', partition.properties.get('name'))
+    return info_of(spec.instance_uuid, partition), value
+
+
+def destroy(client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline) -> bool:
+    """Stop and delete the partition (NICs and vHBAs go with it); False if gone."""
+    partition = host.find_partition(client, instance_uuid)
+    if partition is None:
+        return False
+    _delete_partition(partition, deadline)
+    LOG.info('Deleted partition %s', partition.properties.get('name'))
+    return True
+
+
+def power_off(
+    client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline
+) -> Info:
+    partition = host.get_partition(client, instance_uuid)
+    _ensure_stopped(partition, deadline)
+    return info_of(instance_uuid, partition)
+
+
+def power_on(client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline) -> Info:
+    partition = host.get_partition(client, instance_uuid)
+    status = _wait_for_steady(partition, deadline)
+    if status not in states.RUNNING:
+        if status != states.STOPPED:
+            # A paused partition (in-guest shutdown) cannot be started directly.
+            _stop(partition, deadline)
+        _start(partition, deadline)
+    return info_of(instance_uuid, partition)
+
+
+def reboot(client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline) -> Info:
+    partition = host.get_partition(client, instance_uuid)
+    _ensure_stopped(partition, deadline)
+    _start(partition, deadline)
+    return info_of(instance_uuid, partition)
+
+
+def get_info(client: zhmcclient.Client, host: Host, instance_uuid: str) -> Info:
+    return info_of(instance_uuid, host.get_partition(client, instance_uuid))
+
+
+def list_infos(client: zhmcclient.Client, host: Host) -> list[Info]:
+    return [
+        info_of(instance_uuid, partition)
+        for instance_uuid, partition in sorted(host.partitions(client).items())
+    ]

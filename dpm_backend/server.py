@@ -1,0 +1,200 @@
+"""The backend process: gRPC server, health, reflection, signals, readiness."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from oslo_config import cfg
+from oslo_log import log as oslo_logging
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from dpm_backend import config as config_mod
+from dpm_backend.config import BackendConfig
+from dpm_backend.hmc import Interceptor
+from dpm_backend.hmc import SessionPool
+from dpm_backend.host import CpcFactsCache
+from dpm_backend.host import Host
+from dpm_backend.service import DPMHostServicer
+
+LOG = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name['DPMHost'].full_name
+# Threads kept free of DPMHost work, for health checks and reflection.
+RESERVED_THREADS = 4
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get('NOTIFY_SOCKET')
+    if not address:
+        return
+    if address.startswith('@'):
+        address = '\0' + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+class Backend:
+    """One running DPMHost server for the hosts of one HMC."""
+
+    def __init__(
+        self, config: BackendConfig, interceptors: list[Interceptor] | None = None
+    ) -> None:
+        self.config = config
+        self.pool = SessionPool(config.hmc, interceptors)
+        facts = CpcFactsCache(config.hmc.cpc_cache_ttl)
+        self.hosts = {name: Host(host, facts) for name, host in config.hosts.items()}
+        self.servicer = DPMHostServicer(
+            self.hosts,
+            self.pool,
+            config.max_concurrent_operations,
+            config.default_deadline,
+        )
+        self.health = health.HealthServicer()
+        self._draining = False
+        self._stopped = threading.Event()
+        self._server: grpc.Server | None = None
+        self._monitor: threading.Thread | None = None
+        self.address = ''
+        self.pool.reachability.add_listener(lambda reachable: self._update_health())
+
+    def _update_health(self) -> None:
+        serving = self.pool.reachability.reachable and not self._draining
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ('', SERVICE_NAME):
+            self.health.set(service, status)
+
+    def _bind(self, server: grpc.Server) -> str:
+        listen = self.config.listen
+        if listen.unix_path:
+            path = listen.unix_path
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)  # left over by a killed predecessor
+            server.add_insecure_port(f'unix:{path}')
+            return f'unix:{path}'
+        if listen.tls_cert_file:
+            with (
+                open(listen.tls_key_file, 'rb') as key,
+                open(listen.tls_cert_file, 'rb') as cert,
+                open(listen.tls_client_ca_file, 'rb') as ca,
+            ):
+                credentials = grpc.ssl_server_credentials(
+                    [(key.read(), cert.read())],
+                    root_certificates=ca.read(),
+                    require_client_auth=True,
+                )
+            port = server.add_secure_port(listen.address, credentials)
+        else:
+            port = server.add_insecure_port(listen.address)
+        host = listen.address.rpartition(':')[0]
+        return f'{host}:{port}'
+
+    def _secure_socket(self) -> None:
+        listen = self.config.listen
+        if not listen.unix_path:
+            return
+        os.chmod(listen.unix_path, listen.socket_mode)
+        if listen.socket_group:
+            os.chown(listen.unix_path, -1, grp.getgrnam(listen.socket_group).gr_gid)
+
+    def start(self) -> None:
+        threads = self.config.max_concurrent_operations + RESERVED_THREADS
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix='grpc'),
+            maximum_concurrent_rpcs=threads * 4,
+        )
+        pb_grpc.add_DPMHostServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        # The socket file must never exist with a wider mode than configured.
+        old_umask = os.umask(0o777 & ~self.config.listen.socket_mode)
+        try:
+            self.address = self._bind(server)
+            server.start()
+        finally:
+            os.umask(old_umask)
+        self._secure_socket()
+        self._server = server
+        self._update_health()
+        self._monitor = threading.Thread(target=self._watch_hmc, name='hmc-probe', daemon=True)
+        self._monitor.start()
+        LOG.info('Serving DPMHost for hosts %s on %s', ', '.join(self.hosts), self.address)
+
+    def _watch_hmc(self) -> None:
+        """Probe the HMC while it is unreachable, so health recovers by itself."""
+        while not self._stopped.is_set():
+            if not self.pool.reachability.reachable and self.pool.probe():
+                self.pool.reachability.set(True)
+            self._stopped.wait(self.config.hmc.probe_interval)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, let calls finish within the grace, log off sessions."""
+        if self._server is None:
+            return
+        self._draining = True
+        self._update_health()
+        self._stopped.set()
+        grace = self.config.grace_period if grace is None else grace
+        self._server.stop(grace).wait()
+        self._server = None
+        logged_off = self.pool.close()
+        if self.config.listen.unix_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.config.listen.unix_path)
+        LOG.info('Stopped; logged off %d HMC sessions', logged_off)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    conf = cfg.ConfigOpts()
+    try:
+        config = config_mod.load(sys.argv[1:] if argv is None else argv, conf)
+    except config_mod.ConfigError as exc:
+        print(f'dpm-backend: configuration error: {exc}', file=sys.stderr)
+        return 2
+    oslo_logging.setup(conf, 'dpm-backend')
+    if config.hmc.verify_cert is False:
+        LOG.warning('HMC certificate verification is OFF ([hmc] verify_cert = false)')
+    if config.hmc.mock_definition:
+        LOG.warning('Using the mock HMC from %s', config.hmc.mock_definition)
+    backend = Backend(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        backend.start()
+    except (OSError, RuntimeError) as exc:
+        LOG.error('Cannot serve on %s: %s', config.listen.address, exc)
+        return 1
+    sd_notify('READY=1')
+    stop.wait()
+    sd_notify('STOPPING=1')
+    backend.stop()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The DPMHost servicer: proto in, operation, proto out; nothing else.
+
+Each call is checked first (request fields, then the host name), so an invalid
+request never reaches the HMC. Then one HMC session is checked out of the pool
+for the operation, within the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+import zhmcclient
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from dpm_backend import errors
+from dpm_backend import instance
+from dpm_backend import validation
+from dpm_backend.hmc import PoolExhausted
+from dpm_backend.hmc import SessionPool
+from dpm_backend.host import Host
+from dpm_backend.host import hypervisor_version
+from dpm_backend.instance import Deadline
+
+LOG = logging.getLogger(__name__)
+T = TypeVar('T')
+Operation = Callable[[zhmcclient.Client, Host, Deadline], T]
+
+HYPERVISOR_TYPE = 'PRSM'
+CPU_ARCH = 's390x'
+
+
+def _info(info: instance.Info) -> pb.InstanceInfo:
+    return pb.InstanceInfo(
+        instance_uuid=info.instance_uuid,
+        power_state=info.power_state,
+        partition_status=info.status,
+        partition_name=info.partition_name,
+        partition_object_id=info.partition_object_id,
+        vcpus=info.vcpus,
+        memory_mb=info.memory_mb,
+    )
+
+
+class DPMHostServicer(pb_grpc.DPMHostServicer):
+    """DPMHost for the hosts of one backend."""
+
+    def __init__(
+        self,
+        hosts: dict[str, Host],
+        pool: SessionPool,
+        max_concurrent_operations: int,
+        default_deadline: float,
+    ) -> None:
+        self._hosts = hosts
+        self._pool = pool
+        self._slots = threading.BoundedSemaphore(max_concurrent_operations)
+        self._max_concurrent = max_concurrent_operations
+        self._default_deadline = default_deadline
+        self._instance_locks = instance.InstanceLocks()
+
+    def _host(self, name: str) -> Host:
+        host = self._hosts.get(name)
+        if host is None:
+            raise errors.host_not_found(name[:80])
+        return host
+
+    def _deadline(self, context: grpc.ServicerContext) -> Deadline:
+        remaining = context.time_remaining()
+        if remaining is None or remaining > self._default_deadline:
+            remaining = self._default_deadline
+        return Deadline(remaining)
+
+    def _call(
+        self,
+        context: grpc.ServicerContext,
+        action: str,
+        host_name: str,
+        operation: Operation,
+        check: Callable[[], object] = lambda: None,
+        instance_uuid: str | None = None,
+    ):
+        """Check the request, then run ``operation`` with a pooled HMC client."""
+        try:
+            check()
+            host = self._host(host_name)
+            deadline = self._deadline(context)
+            if not self._slots.acquire(blocking=False):
+                raise errors.backend_busy(self._max_concurrent)
+            try:
+                with self._pool.client(timeout=deadline.remaining()) as client:
+                    if instance_uuid is None:
+                        return operation(client, host, deadline)
+                    with self._instance_locks.hold(host.name, instance_uuid):
+                        return operation(client, host, deadline)
+            finally:
+                self._slots.release()
+        except zhmcclient.Error as exc:
+            error = errors.from_hmc(exc, action)
+        except PoolExhausted as exc:
+            error = errors.hmc_timeout(f'{action}: {exc}')
+        except errors.DPMError as exc:
+            error = exc
+        LOG.info('%s for host %s failed: %s %s', action, host_name[:80], error.code.name, error)
+        context.abort_with_status(error.to_status())
+        raise AssertionError('abort_with_status returned')  # pragma: no cover
+
+    def GetHostStatus(self, request, context):
+        def operation(client, host, deadline):
+            facts = host.facts(client, fresh=True)
+            host.check_cpc(facts)
+            usage = host.usage(client)
+            return pb.GetHostStatusResponse(
+                status=pb.HostStatus(
+                    host=host.name,
+                    cpc_name=facts.name,
+                    cpc_object_id=facts.object_id,
+                    cpc_status=facts.status,
+                    hypervisor_type=HYPERVISOR_TYPE,
+                    hypervisor_version=hypervisor_version(facts.se_version),
+                    cpu_arch=CPU_ARCH,
+                    storage_path=(
+                        pb.STORAGE_PATH_STORAGE_GROUPS
+                        if facts.storage_management
+                        else pb.STORAGE_PATH_VHBA
+                    ),
+                    vcpus_total=host.config.max_processors,
+                    vcpus_used=usage.vcpus,
+                    memory_mb_total=host.config.max_memory,
+                    memory_mb_used=usage.memory_mb,
+                    instance_count=usage.count,
+                )
+            )
+
+        return self._call(context, 'get host status', request.host, operation)
+
+    def ListInstances(self, request, context):
+        def operation(client, host, deadline):
+            infos = instance.list_infos(client, host)
+            return pb.ListInstancesResponse(instances=[_info(info) for info in infos])
+
+        return self._call(context, 'list instances', request.host, operation)
+
+    def GetInstanceInfo(self, request, context):
+        def operation(client, host, deadline):
+            info = instance.get_info(client, host, request.instance_uuid)
+            return pb.GetInstanceInfoResponse(info=_info(info))
+
+        return self._call(
+            context,
+            'get instance info',
+            request.host,
+            operation,
+            check=lambda: validation.instance_uuid(request.instance_uuid),
+        )
+
+    def PrepareInstance(self, request, context):
+        checked = {}
+
+        def check():
+            checked['uuid'] = validation.instance_uuid(request.instance_uuid)
+            checked['flavor'] = validation.flavor(request.flavor, request.HasField('flavor'))
+
+        def operation(client, host, deadline):
+            info, wwpns = instance.prepare(
+                client, host, checked['uuid'], checked['flavor'], deadline
+            )
+            return pb.PrepareInstanceResponse(info=_info(info), wwpns=wwpns)
+
+        return self._call(
+            context, 'prepare instance', request.host, operation, check, request.instance_uuid
+        )
+
+    def GetVolumeConnector(self, request, context):
+        def operation(client, host, deadline):
+            wwpns = instance.volume_connector(client, host, request.instance_uuid)
+            return pb.GetVolumeConnectorResponse(wwpns=wwpns)
+
+        return self._call(
+            context,
+            'get volume connector',
+            request.host,
+            operation,
+            check=lambda: validation.instance_uuid(request.instance_uuid),
+        )
+
+    def Spawn(self, request, context):
+        checked = {}
+
+        def check():
+            checked['spec'] = validation.spawn(request)
+
+        def operation(client, host, deadline):
+            info, value = instance.spawn(client, host, checked['spec'], deadline)
+            return pb.SpawnResponse(info=_info(info), boot_os_specific_parameters=value)
+
+        return self._call(context, 'spawn', request.host, operation, check, request.instance_uuid)
+
+    def _simple(self, request, context, action: str, run, respond):
+        def operation(client, host, deadline):
+            return respond(run(client, host, request.instance_uuid, deadline))
+
+        return self._call(
+            context,
+            action,
+            request.host,
+            operation,
+            check=lambda: validation.instance_uuid(request.instance_uuid),
+            instance_uuid=request.instance_uuid,
+        )
+
+    def Destroy(self, request, context):
+        return self._simple(
+            request,
+            context,
+            'destroy',
+            instance.destroy,
+            lambda existed: pb.DestroyResponse(existed=existed),
+        )
+
+    def PowerOff(self, request, context):
+        return self._simple(
+            request,
+            context,
+            'power off',
+            instance.power_off,
+            lambda info: pb.PowerOffResponse(info=_info(info)),
+        )
+
+    def PowerOn(self, request, context):
+        return self._simple(
+            request,
+            context,
+            'power on',
+            instance.power_on,
+            lambda info: pb.PowerOnResponse(info=_info(info)),
+        )
+
+    def Reboot(self, request, context):
+        return self._simple(
+            request,
+            context,
+            'reboot',
+            instance.reboot,
+            lambda info: pb.RebootResponse(info=_info(info)),
+        )

@@ -1,0 +1,178 @@
+"""Checks of DPMHost requests, before any HMC request is made.
+
+Each function turns a proto message into a plain, checked value or raises a
+DPMError naming the field. Nothing here talks to the HMC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import grpc
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_backend import cmdline
+from dpm_backend import errors
+from dpm_backend import naming
+from dpm_backend import wwpn
+
+DPM_VSWITCH = 'dpm_vswitch'
+OBJECT_ID = re.compile(r'[a-f0-9]{8}-(?:[a-f0-9]{4}-){3}[a-f0-9]{12}')
+MAC = re.compile(r'[0-9a-f]{2}(?::[0-9a-f]{2}){5}')
+# Bounds well beyond any CPC, so that absurd values never reach the HMC.
+MAX_VCPUS = 512
+MAX_MEMORY_MB = 64 * 1024 * 1024
+
+
+def _shown(value: str) -> str:
+    """A bounded, printable rendering of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + '...'
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavor:
+    vcpus: int
+    memory_mb: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NicSpec:
+    port_id: str
+    mac: str
+    vswitch_object_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BootVolume:
+    lun: int
+    initiator_target_map: dict[str, list[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class SpawnSpec:
+    instance_uuid: str
+    flavor: Flavor
+    nics: tuple[NicSpec, ...]
+    boot_volume: BootVolume
+
+
+def instance_uuid(value: str, field: str = 'instance_uuid') -> str:
+    if not naming.is_canonical_uuid(value):
+        raise errors.invalid_field(field, f'{_shown(value)} is not a lower-case hyphenated UUID')
+    return value
+
+
+def flavor(message: pb.Flavor, present: bool, field: str = 'flavor') -> Flavor:
+    if not present:
+        raise errors.invalid_field(field, 'is required')
+    if not 1 <= message.vcpus <= MAX_VCPUS:
+        raise errors.invalid_field(f'{field}.vcpus', f'must be 1 to {MAX_VCPUS}')
+    if not 1 <= message.memory_mb <= MAX_MEMORY_MB:
+        raise errors.invalid_field(f'{field}.memory_mb', f'must be 1 to {MAX_MEMORY_MB}')
+    return Flavor(vcpus=message.vcpus, memory_mb=message.memory_mb)
+
+
+def mac(value: str, field: str) -> str:
+    normalised = value.lower()
+    if not MAC.fullmatch(normalised):
+        raise errors.invalid_field(field, f'{_shown(value)} is not a MAC aa:bb:cc:dd:ee:ff')
+    first = int(normalised[:2], 16)
+    if first & 0x01:
+        raise errors.invalid_field(field, f'{value} is a multicast MAC')
+    if not first & 0x02:
+        # The guest tools only set locally administered MACs.
+        raise errors.invalid_field(field, f'{value} is not a locally administered MAC')
+    return normalised
+
+
+def nic(message: pb.Nic, field: str) -> NicSpec:
+    if message.vif_type != DPM_VSWITCH:
+        raise errors.DPMError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            pb.ERROR_REASON_VIF_UNSUPPORTED,
+            f'{field}.vif_type: {_shown(message.vif_type)} is not supported; '
+            f'only {DPM_VSWITCH} VIFs can be attached',
+            field=f'{field}.vif_type',
+        )
+    if message.HasField('vlan'):
+        raise errors.DPMError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            pb.ERROR_REASON_VIF_UNSUPPORTED,
+            f'{field}.vlan: VLAN {message.vlan} requested; DPM virtual switches '
+            'carry flat networks only',
+            field=f'{field}.vlan',
+        )
+    if not naming.is_canonical_uuid(message.port_id):
+        raise errors.invalid_field(
+            f'{field}.port_id', f'{_shown(message.port_id)} is not a Neutron port id'
+        )
+    if not OBJECT_ID.fullmatch(message.vswitch_object_id):
+        raise errors.invalid_field(
+            f'{field}.vswitch_object_id',
+            f'{_shown(message.vswitch_object_id)} is not an HMC object id',
+        )
+    return NicSpec(
+        port_id=message.port_id,
+        mac=mac(message.mac, f'{field}.mac'),
+        vswitch_object_id=message.vswitch_object_id,
+    )
+
+
+def nics(messages) -> tuple[NicSpec, ...]:
+    if len(messages) > cmdline.MAX_NICS:
+        raise errors.DPMError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            pb.ERROR_REASON_TOO_MANY_NICS,
+            f'nics: {len(messages)} NICs requested; the kernel command line '
+            f'({cmdline.MAX_LENGTH} characters) describes at most {cmdline.MAX_NICS}',
+            field='nics',
+        )
+    specs = tuple(nic(message, f'nics[{index}]') for index, message in enumerate(messages))
+    seen: set[str] = set()
+    for index, spec in enumerate(specs):
+        if spec.port_id in seen:
+            raise errors.invalid_field(f'nics[{index}].port_id', 'is listed twice')
+        seen.add(spec.port_id)
+    return specs
+
+
+def _wwpn(value: str, field: str) -> str:
+    normalised = wwpn.normalise(value)
+    if normalised is None:
+        raise errors.invalid_field(field, f'{_shown(value)} is not a WWPN of 16 hex digits')
+    return normalised
+
+
+def boot_volume(message: pb.FcBootVolume, present: bool) -> BootVolume:
+    if not present:
+        raise errors.DPMError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            pb.ERROR_REASON_IMAGE_BOOT_UNSUPPORTED,
+            'boot_volume: DPM partitions cannot boot from an image; boot from an FC '
+            'volume (block device mapping with boot_index 0)',
+            field='boot_volume',
+        )
+    field = 'boot_volume.initiator_target_map'
+    if not message.initiator_target_map:
+        raise errors.invalid_field(field, 'is empty')
+    mapping: dict[str, list[str]] = {}
+    for index, entry in enumerate(message.initiator_target_map):
+        initiator = _wwpn(entry.initiator_wwpn, f'{field}[{index}].initiator_wwpn')
+        if not entry.target_wwpns:
+            raise errors.invalid_field(f'{field}[{index}].target_wwpns', 'is empty')
+        mapping[initiator] = [
+            _wwpn(target, f'{field}[{index}].target_wwpns[{position}]')
+            for position, target in enumerate(entry.target_wwpns)
+        ]
+    return BootVolume(lun=message.target_lun, initiator_target_map=mapping)
+
+
+def spawn(request: pb.SpawnRequest) -> SpawnSpec:
+    return SpawnSpec(
+        instance_uuid=instance_uuid(request.instance_uuid),
+        flavor=flavor(request.flavor, request.HasField('flavor')),
+        nics=nics(request.nics),
+        boot_volume=boot_volume(request.boot_volume, request.HasField('boot_volume')),
+    )

@@ -1,0 +1,1 @@
+"""Nova compute driver for DPM: translates Nova calls into DPMHost calls."""
