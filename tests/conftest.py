@@ -1,0 +1,44 @@
+"""Fixtures: a backend serving on a unix socket on the shipped mock HMC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from dpmtest import HostSpec
+from dpmtest import RequestLog
+from dpmtest import RunningBackend
+from dpmtest import load_config
+from dpmtest import write_config
+
+from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from dpm_backend.server import Backend
+
+
+@pytest.fixture
+def backend_factory(tmp_path: Path) -> Iterator:
+    started: list[RunningBackend] = []
+
+    def start(hosts: list[HostSpec] | None = None, extra=None, interceptors=None) -> RunningBackend:
+        index = len(started)
+        socket_path = tmp_path / f'b{index}.sock'
+        config = load_config(write_config(tmp_path / f'b{index}.conf', socket_path, hosts, extra))
+        log = RequestLog()
+        backend = Backend(config, interceptors=[log, *(interceptors or [])])
+        backend.start()
+        channel = grpc.insecure_channel(f'unix:{socket_path}')
+        running = RunningBackend(backend, pb_grpc.DPMHostStub(channel), channel, log)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.channel.close()
+        running.backend.stop(grace=1)
+
+
+@pytest.fixture
+def running(backend_factory) -> RunningBackend:
+    return backend_factory()
