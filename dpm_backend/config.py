@@ -422,7 +422,7 @@ def _load_listen(conf: cfg.ConfigOpts) -> ListenConfig:
             raise ConfigError('[backend] listen: a unix socket path must be absolute')
     else:
         host, sep, port = address.rpartition(':')
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
             raise ConfigError('[backend] listen: expected "unix:<path>" or "<host>:<port>"')
         tls = [name for name, value in files.items() if value]
         if tls and len(tls) != len(files):

@@ -197,6 +197,12 @@ class SessionPool:
     def sessions_created(self) -> int:
         return len(self._all)
 
+    def logged_on_session_ids(self) -> list[str]:
+        """HMC session ids this pool holds open."""
+        with self._lock:
+            sessions = [client.session for client in self._all]
+        return [s.session_id for s in sessions if s.session_id is not None]
+
     def _new_session(self) -> zhmcclient.Session:
         if self.mock:
             return self.mock.new_session()

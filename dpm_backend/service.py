@@ -81,6 +81,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         action: str,
         host_name: str,
         operation: Operation,
+        response_type: type,
         check: Callable[[], object] = lambda: None,
         instance_uuid: str | None = None,
     ):
@@ -106,8 +107,13 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         except errors.DPMError as exc:
             error = exc
         LOG.info('%s for host %s failed: %s %s', action, host_name[:80], error.code.name, error)
-        context.abort_with_status(error.to_status())
-        raise AssertionError('abort_with_status returned')  # pragma: no cover
+        status = error.to_status()
+        # Status, details and ErrorInfo go in the trailers; the empty reply is
+        # never seen by the caller. (grpc_testing drops trailers on abort.)
+        context.set_trailing_metadata(status.trailing_metadata)
+        context.set_code(status.code)
+        context.set_details(status.details)
+        return response_type()
 
     def GetHostStatus(self, request, context):
         def operation(client, host, deadline):
@@ -136,14 +142,18 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
                 )
             )
 
-        return self._call(context, 'get host status', request.host, operation)
+        return self._call(
+            context, 'get host status', request.host, operation, pb.GetHostStatusResponse
+        )
 
     def ListInstances(self, request, context):
         def operation(client, host, deadline):
             infos = instance.list_infos(client, host)
             return pb.ListInstancesResponse(instances=[_info(info) for info in infos])
 
-        return self._call(context, 'list instances', request.host, operation)
+        return self._call(
+            context, 'list instances', request.host, operation, pb.ListInstancesResponse
+        )
 
     def GetInstanceInfo(self, request, context):
         def operation(client, host, deadline):
@@ -155,6 +165,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             'get instance info',
             request.host,
             operation,
+            pb.GetInstanceInfoResponse,
             check=lambda: validation.instance_uuid(request.instance_uuid),
         )
 
@@ -172,7 +183,13 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             return pb.PrepareInstanceResponse(info=_info(info), wwpns=wwpns)
 
         return self._call(
-            context, 'prepare instance', request.host, operation, check, request.instance_uuid
+            context,
+            'prepare instance',
+            request.host,
+            operation,
+            pb.PrepareInstanceResponse,
+            check,
+            request.instance_uuid,
         )
 
     def GetVolumeConnector(self, request, context):
@@ -185,6 +202,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             'get volume connector',
             request.host,
             operation,
+            pb.GetVolumeConnectorResponse,
             check=lambda: validation.instance_uuid(request.instance_uuid),
         )
 
@@ -198,9 +216,17 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             info, value = instance.spawn(client, host, checked['spec'], deadline)
             return pb.SpawnResponse(info=_info(info), boot_os_specific_parameters=value)
 
-        return self._call(context, 'spawn', request.host, operation, check, request.instance_uuid)
+        return self._call(
+            context,
+            'spawn',
+            request.host,
+            operation,
+            pb.SpawnResponse,
+            check,
+            request.instance_uuid,
+        )
 
-    def _simple(self, request, context, action: str, run, respond):
+    def _simple(self, request, context, action: str, response_type, run, respond):
         def operation(client, host, deadline):
             return respond(run(client, host, request.instance_uuid, deadline))
 
@@ -209,6 +235,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             action,
             request.host,
             operation,
+            response_type,
             check=lambda: validation.instance_uuid(request.instance_uuid),
             instance_uuid=request.instance_uuid,
         )
@@ -218,6 +245,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             request,
             context,
             'destroy',
+            pb.DestroyResponse,
             instance.destroy,
             lambda existed: pb.DestroyResponse(existed=existed),
         )
@@ -227,6 +255,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             request,
             context,
             'power off',
+            pb.PowerOffResponse,
             instance.power_off,
             lambda info: pb.PowerOffResponse(info=_info(info)),
         )
@@ -236,6 +265,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             request,
             context,
             'power on',
+            pb.PowerOnResponse,
             instance.power_on,
             lambda info: pb.PowerOnResponse(info=_info(info)),
         )
@@ -245,6 +275,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             request,
             context,
             'reboot',
+            pb.RebootResponse,
             instance.reboot,
             lambda info: pb.RebootResponse(info=_info(info)),
         )

@@ -205,9 +205,7 @@ def test_paused_partition_is_stopped_then_started_on_power_on(running):
 def test_every_steady_hmc_status_maps_to_a_power_state(running, status, state):
     instance_uuid = new_uuid()
     prepare(running, 'cpc1', instance_uuid)
-    running.partitions()[naming.partition_name('cpc1', instance_uuid)].properties['status'] = (
-        status
-    )
+    running.partitions()[naming.partition_name('cpc1', instance_uuid)].properties['status'] = status
     reply = running.stub.ListInstances(pb.ListInstancesRequest(host='cpc1'), timeout=T)
     assert [(i.partition_status, i.power_state) for i in reply.instances] == [(status, state)]
 
@@ -334,9 +332,7 @@ def test_boot_target_is_chosen_from_the_first_mapping_skipping_ignored_targets(
 
 
 def test_twelve_nics_fit_the_kernel_command_line(running):
-    nics = [
-        nic(INVENTORY['vswitch_osa0'], f'fa:16:3e:00:01:{index:02x}') for index in range(12)
-    ]
+    nics = [nic(INVENTORY['vswitch_osa0'], f'fa:16:3e:00:01:{index:02x}') for index in range(12)]
     _, _, reply, _ = spawn(running, nics=nics)
     value = reply.boot_os_specific_parameters
     assert len(value.split()) == 12 and len(value) <= cmdline.MAX_LENGTH

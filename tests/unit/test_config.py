@@ -1,0 +1,152 @@
+"""The backend's config file: valid files load, every bad value names its option."""
+
+from __future__ import annotations
+
+import pytest
+from dpmtest import INVENTORY
+from dpmtest import PASSWORD
+from dpmtest import HostSpec
+from dpmtest import default_hosts
+from dpmtest import load_config
+from dpmtest import write_config
+
+from dpm_backend import config as config_mod
+
+FCP = INVENTORY['fcp'][0]
+
+
+def test_valid_file_loads_every_host_with_normalised_values(tmp_path):
+    host = HostSpec(
+        'cpc1',
+        INVENTORY['z13'],
+        mappings=(f'{FCP.upper()}:1', f'{INVENTORY["fcp"][1]}:0'),
+        ignore=('0xC05076FFE5000001', 'c05076ffe5000002'),
+    )
+    config = load_config(write_config(tmp_path / 'c.conf', tmp_path / 's.sock', [host]))
+    loaded = config.hosts['cpc1']
+    assert loaded.adapter_ports == ((FCP, 1), (INVENTORY['fcp'][1], 0))
+    assert loaded.target_wwpn_ignore_list == {'c05076ffe5000001', 'c05076ffe5000002'}
+    assert (loaded.max_processors, loaded.max_memory) == (8, 16384)
+    assert config.listen.unix_path == str(tmp_path / 's.sock')
+    assert config.listen.socket_mode == 0o660
+    assert config.hmc.verify_cert is True
+    # Explicit timeouts, far below zhmcclient's one-hour defaults.
+    assert config.hmc.read_timeout <= 300 and config.hmc.operation_timeout <= 900
+
+
+def test_password_is_kept_out_of_repr(tmp_path):
+    config = load_config(write_config(tmp_path / 'c.conf', tmp_path / 's.sock'))
+    assert config.hmc.password == PASSWORD
+    assert PASSWORD not in repr(config) and PASSWORD not in repr(config.hmc)
+
+
+def test_password_file_is_read(tmp_path):
+    secret = tmp_path / 'pw'
+    secret.write_text('from-a-credential\n')
+    path = write_config(
+        tmp_path / 'c.conf',
+        tmp_path / 's.sock',
+        extra={'hmc': {'password': '', 'password_file': str(secret)}},
+    )
+    assert load_config(path).hmc.password == 'from-a-credential'
+
+
+def bad_host(**changes) -> list[HostSpec]:
+    hosts = default_hosts()[:1]
+    for key, value in changes.items():
+        setattr(hosts[0], key, value)
+    return hosts
+
+
+BAD = {
+    'cpc id not an object id': (bad_host(cpc='CPC1'), None, '[host:cpc1] cpc_object_id'),
+    'cpc id upper case': (
+        bad_host(cpc=INVENTORY['z13'].upper()),
+        None,
+        '[host:cpc1] cpc_object_id',
+    ),
+    'memory below 512': (bad_host(max_memory=511), None, '[host:cpc1] max_memory'),
+    'zero processors': (bad_host(max_processors=0), None, '[host:cpc1] max_processors'),
+    'port 4': (
+        bad_host(mappings=(f'{FCP}:4',)),
+        None,
+        '[host:cpc1] physical_storage_adapter_mappings',
+    ),
+    'no port': (bad_host(mappings=(FCP,)), None, '[host:cpc1] physical_storage_adapter_mappings'),
+    'adapter not an id': (
+        bad_host(mappings=('fcp-a:0',)),
+        None,
+        '[host:cpc1] physical_storage_adapter_mappings',
+    ),
+    'no mappings': (bad_host(mappings=()), None, '[host:cpc1] physical_storage_adapter_mappings'),
+    'bad ignore wwpn': (bad_host(ignore=('12345',)), None, '[host:cpc1] target_wwpn_ignore_list'),
+    'host name too long': (bad_host(name='h' * 18), None, '[backend] hosts'),
+    'host name metachar': (bad_host(name='cpc.*'), None, '[backend] hosts'),
+    'no userid': (None, {'hmc': {'userid': ''}}, '[hmc] userid'),
+    'no password': (None, {'hmc': {'password': ''}}, '[hmc] password'),
+    'unreadable password file': (
+        None,
+        {'hmc': {'password': '', 'password_file': '/nonexistent/pw'}},
+        '[hmc] password_file',
+    ),
+    'no hmc': (None, {'hmc': {'mock_definition': ''}}, '[hmc] hosts'),
+    'missing mock file': (
+        None,
+        {'hmc': {'mock_definition': '/nonexistent.yaml'}},
+        '[hmc] mock_definition',
+    ),
+    'timeout 0': (None, {'hmc': {'read_timeout': '0'}}, 'read_timeout'),
+    'pool 0': (None, {'hmc': {'pool_size': '0'}}, 'pool_size'),
+    'missing ca file': (None, {'hmc': {'ca_file': '/nonexistent.pem'}}, '[hmc] ca_file'),
+    'relative socket': (None, {'backend': {'listen': 'unix:relative.sock'}}, '[backend] listen'),
+    'tcp without tls': (None, {'backend': {'listen': '192.0.2.1:50051'}}, '[backend] listen'),
+    'tls incomplete': (
+        None,
+        {'backend': {'listen': '127.0.0.1:50051', 'tls_cert_file': '/etc/hostname'}},
+        'tls_key_file',
+    ),
+    'bad socket mode': (None, {'backend': {'socket_mode': '999'}}, 'socket_mode'),
+    'no hosts': (None, {'backend': {'hosts': ''}}, '[backend] hosts'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD))
+def test_bad_value_fails_at_load_naming_the_option(tmp_path, case):
+    hosts, extra, option = BAD[case]
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', hosts, extra)
+    with pytest.raises(config_mod.ConfigError) as caught:
+        load_config(path)
+    assert option in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_host_names_must_differ_beyond_case(tmp_path):
+    hosts = [*default_hosts()[:1], HostSpec('CPC1', INVENTORY['z13'], mappings=(f'{FCP}:0',))]
+    with pytest.raises(config_mod.ConfigError, match='unique'):
+        load_config(write_config(tmp_path / 'c.conf', tmp_path / 's.sock', hosts))
+
+
+def test_loopback_tcp_needs_no_tls(tmp_path):
+    path = write_config(
+        tmp_path / 'c.conf', tmp_path / 's.sock', extra={'backend': {'listen': '127.0.0.1:0'}}
+    )
+    assert load_config(path).listen.unix_path is None
+
+
+def test_backend_exits_2_with_the_option_named(tmp_path, capsys):
+    from dpm_backend import server
+
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', bad_host(max_memory=100))
+    assert server.main(['--config-file', str(path)]) == 2
+    assert '[host:cpc1] max_memory' in capsys.readouterr().err
+
+
+def test_sample_config_lists_every_option():
+    import pathlib
+
+    sample = (pathlib.Path(__file__).parents[2] / 'deploy' / 'dpm-backend.conf.sample').read_text()
+    for group, opts in config_mod.list_opts():
+        name = group if isinstance(group, str) else group.name
+        assert f'[{name}]' in sample
+        for opt in opts:
+            assert f'#{opt.dest} =' in sample, opt.dest

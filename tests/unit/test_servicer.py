@@ -1,0 +1,221 @@
+"""The DPMHost servicer through grpc_testing: validation at the edge, error details.
+
+No socket here: grpc_testing invokes the servicer directly. The pool still
+talks to the mock HMC, so "zero HMC requests" is measured at the session seam.
+"""
+
+from __future__ import annotations
+
+import grpc
+import grpc_testing
+import pytest
+from dpmtest import INVENTORY
+from dpmtest import RequestLog
+from dpmtest import boot_volume
+from dpmtest import flavor
+from dpmtest import load_config
+from dpmtest import new_uuid
+from dpmtest import nic
+from dpmtest import write_config
+from google.rpc import error_details_pb2
+from google.rpc import status_pb2
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_backend.server import Backend
+
+SERVICE = pb.DESCRIPTOR.services_by_name['DPMHost']
+WWPN = 'c05076ffe5000001'
+TARGET = '500507680b2142e5'
+
+
+@pytest.fixture
+def harness(tmp_path):
+    config = load_config(write_config(tmp_path / 'b.conf', tmp_path / 'unused.sock'))
+    log = RequestLog()
+    backend = Backend(config, interceptors=[log])
+    server = grpc_testing.server_from_dictionary(
+        {SERVICE: backend.servicer}, grpc_testing.strict_real_time()
+    )
+
+    def call(method: str, request, timeout: float | None = 10):
+        rpc = server.invoke_unary_unary(SERVICE.methods_by_name[method], (), request, timeout)
+        response, trailing, code, details = rpc.termination()
+        return response, dict(trailing), code, details
+
+    call.backend = backend
+    yield call, log
+    backend.pool.close()
+
+
+def error_info(trailing: dict) -> error_details_pb2.ErrorInfo:
+    status = status_pb2.Status.FromString(trailing['grpc-status-details-bin'])
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
+
+
+def good_spawn(**changes) -> pb.SpawnRequest:
+    request = pb.SpawnRequest(
+        host='cpc1',
+        instance_uuid=new_uuid(),
+        flavor=flavor(),
+        nics=[nic(INVENTORY['vswitch_osa0'])],
+        boot_volume=boot_volume([WWPN], [TARGET]),
+    )
+    for name, value in changes.items():
+        if value is None:
+            request.ClearField(name)
+        elif name == 'nics':
+            del request.nics[:]
+            request.nics.extend(value)
+        else:
+            field = getattr(request, name)
+            if hasattr(field, 'CopyFrom'):
+                field.CopyFrom(value)
+            else:
+                setattr(request, name, value)
+    return request
+
+
+INVALID_SPAWNS = {
+    'uuid upper case': (good_spawn(instance_uuid=new_uuid().upper()), 'INVALID_FIELD'),
+    'uuid garbage': (good_spawn(instance_uuid='../../etc/passwd'), 'INVALID_FIELD'),
+    'no flavor': (good_spawn(flavor=None), 'INVALID_FIELD'),
+    'zero vcpus': (good_spawn(flavor=flavor(0, 512)), 'INVALID_FIELD'),
+    'image boot': (good_spawn(boot_volume=None), 'IMAGE_BOOT_UNSUPPORTED'),
+    'ovs vif': (
+        good_spawn(nics=[nic(INVENTORY['vswitch_osa0'], vif_type='ovs')]),
+        'VIF_UNSUPPORTED',
+    ),
+    'vlan': (good_spawn(nics=[nic(INVENTORY['vswitch_osa0'], vlan=100)]), 'VIF_UNSUPPORTED'),
+    'bad mac': (
+        good_spawn(nics=[nic(INVENTORY['vswitch_osa0'], mac='fa:16:3e:00:00')]),
+        'INVALID_FIELD',
+    ),
+    'multicast mac': (
+        good_spawn(nics=[nic(INVENTORY['vswitch_osa0'], mac='fb:16:3e:00:00:01')]),
+        'INVALID_FIELD',
+    ),
+    'universal mac': (
+        good_spawn(nics=[nic(INVENTORY['vswitch_osa0'], mac='00:16:3e:00:00:01')]),
+        'INVALID_FIELD',
+    ),
+    'bad port id': (
+        good_spawn(nics=[nic(INVENTORY['vswitch_osa0'], port_id='x;rm -rf /')]),
+        'INVALID_FIELD',
+    ),
+    'bad vswitch': (good_spawn(nics=[nic('.*')]), 'INVALID_FIELD'),
+    'bad wwpn': (good_spawn(boot_volume=boot_volume(['0x12'], [TARGET])), 'INVALID_FIELD'),
+    'no targets': (good_spawn(boot_volume=boot_volume([WWPN], [])), 'INVALID_FIELD'),
+    'empty map': (good_spawn(boot_volume=pb.FcBootVolume(target_lun=1)), 'INVALID_FIELD'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(INVALID_SPAWNS))
+def test_invalid_spawn_is_refused_with_the_field_and_makes_no_hmc_request(harness, case):
+    call, log = harness
+    request, reason = INVALID_SPAWNS[case]
+    _, trailing, code, details = call('Spawn', request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    info = error_info(trailing)
+    assert info.reason == reason and info.domain == 'dpm_api.v1'
+    assert log.requests == []
+
+
+def test_thirteen_nics_exhaust_the_kernel_command_line(harness):
+    call, log = harness
+    nics = [nic(INVENTORY['vswitch_osa0'], f'fa:16:3e:00:00:{i:02x}') for i in range(13)]
+    _, trailing, code, details = call('Spawn', good_spawn(nics=nics))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(trailing).reason == 'TOO_MANY_NICS' and '12' in details
+    assert log.requests == []
+
+
+def test_duplicate_port_ids_are_refused(harness):
+    call, log = harness
+    port = new_uuid()
+    nics = [
+        nic(INVENTORY['vswitch_osa0'], port_id=port),
+        nic(INVENTORY['vswitch_osa1'], 'fa:16:3e:00:00:02', port_id=port),
+    ]
+    _, _, code, details = call('Spawn', good_spawn(nics=nics))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and 'nics[1].port_id' in details
+    assert log.requests == []
+
+
+@pytest.mark.parametrize('host', ['nope', 'cpc1 ', 'CPC1', 'cpc.*', 'cpc', '', 'x' * 10000])
+def test_unknown_host_is_not_found_without_hmc_requests(harness, host):
+    call, log = harness
+    for method, request in (
+        ('GetHostStatus', pb.GetHostStatusRequest(host=host)),
+        ('ListInstances', pb.ListInstancesRequest(host=host)),
+        ('Destroy', pb.DestroyRequest(host=host, instance_uuid=new_uuid())),
+        (
+            'PrepareInstance',
+            pb.PrepareInstanceRequest(host=host, instance_uuid=new_uuid(), flavor=flavor()),
+        ),
+    ):
+        _, trailing, code, details = call(method, request)
+        assert code == grpc.StatusCode.NOT_FOUND, method
+        assert error_info(trailing).reason == 'HOST_NOT_FOUND'
+        assert len(details) < 200
+    assert log.requests == []
+
+
+@pytest.mark.parametrize(
+    'method', ['GetInstanceInfo', 'GetVolumeConnector', 'Destroy', 'PowerOff', 'PowerOn', 'Reboot']
+)
+def test_instance_calls_check_the_uuid_first(harness, method):
+    call, log = harness
+    request_type = getattr(pb, f'{method}Request')
+    _, trailing, code, _ = call(method, request_type(host='cpc1', instance_uuid='not-a-uuid'))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(trailing).metadata['field'] == 'instance_uuid'
+    assert log.requests == []
+
+
+def test_missing_instance_is_not_found_with_its_reason(harness):
+    call, _ = harness
+    _, trailing, code, _ = call(
+        'GetInstanceInfo', pb.GetInstanceInfoRequest(host='cpc1', instance_uuid=new_uuid())
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert error_info(trailing).reason == 'INSTANCE_NOT_FOUND'
+
+
+def test_prepare_and_info_through_the_servicer(harness):
+    call, log = harness
+    instance_uuid = new_uuid()
+    response, _, code, _ = call(
+        'PrepareInstance',
+        pb.PrepareInstanceRequest(host='cpc1', instance_uuid=instance_uuid, flavor=flavor(1, 1024)),
+    )
+    assert code == grpc.StatusCode.OK
+    assert len(response.wwpns) == 2 and response.info.partition_status == 'stopped'
+    log.clear()
+    response, _, code, _ = call(
+        'GetInstanceInfo', pb.GetInstanceInfoRequest(host='cpc1', instance_uuid=instance_uuid)
+    )
+    assert code == grpc.StatusCode.OK
+    assert (response.info.vcpus, response.info.memory_mb) == (1, 1024)
+    # One list request with the sizes as additional properties: no per-partition GET.
+    assert len(log.requests) == 1
+
+
+def test_calls_beyond_the_concurrency_limit_are_shed_without_hmc_requests(harness):
+    call, log = harness
+    slots = call.backend.servicer._slots
+    taken = 0
+    while slots.acquire(blocking=False):  # as operations in flight would
+        taken += 1
+    try:
+        _, trailing, code, _ = call('ListInstances', pb.ListInstancesRequest(host='cpc1'))
+    finally:
+        for _ in range(taken):
+            slots.release()
+    assert taken == 16
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(trailing).reason == 'BACKEND_BUSY'
+    assert log.requests == []
+    _, _, code, _ = call('ListInstances', pb.ListInstancesRequest(host='cpc1'))
+    assert code == grpc.StatusCode.OK
