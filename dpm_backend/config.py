@@ -24,6 +24,7 @@ from dpm_backend import wwpn as wwpn_mod
 OBJECT_ID_REGEX = r'^[a-f0-9]{8}-([a-f0-9]{4}-){3}[a-f0-9]{12}$'
 HOST_GROUP_PREFIX = 'host:'
 BUILTIN_MOCK = 'builtin'
+CREDENTIAL_NAME = 'hmc-password'
 BUILTIN_MOCK_PATH = os.path.join(os.path.dirname(__file__), 'data', 'mock_hmc.yaml')
 
 
@@ -82,11 +83,13 @@ hmc_opts = [
     cfg.StrOpt(
         'password',
         secret=True,
-        help='HMC password. Prefer password_file (e.g. a systemd credential).',
+        help='HMC password. Prefer password_file, or leave both unset under systemd '
+        f'with LoadCredential={CREDENTIAL_NAME}:<file>.',
     ),
     cfg.StrOpt(
         'password_file',
-        help='File whose first line is the HMC password; read at start. '
+        help='File whose first line is the HMC password; read at start. Default: '
+        f'$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} when systemd provides it. '
         'Related options: password (one of the two is required).',
     ),
     cfg.BoolOpt(
@@ -367,6 +370,11 @@ def _load_hmc(conf: cfg.ConfigOpts) -> HmcConfig:
         raise ConfigError('[hmc] hosts is required (or mock_definition for the mock HMC)')
     password = _get(conf, 'hmc', 'password')
     password_file = _get(conf, 'hmc', 'password_file')
+    credentials = os.environ.get('CREDENTIALS_DIRECTORY')
+    if not password and not password_file and credentials:
+        # systemd LoadCredential=hmc-password:... puts it here.
+        candidate = os.path.join(credentials, CREDENTIAL_NAME)
+        password_file = candidate if os.path.isfile(candidate) else None
     if password_file:
         try:
             with open(password_file, encoding='utf-8') as stream:

@@ -150,3 +150,60 @@ def test_sample_config_lists_every_option():
         assert f'[{name}]' in sample
         for opt in opts:
             assert f'#{opt.dest} =' in sample, opt.dest
+
+
+def test_password_comes_from_the_systemd_credential(tmp_path, monkeypatch):
+    credentials = tmp_path / 'creds'
+    credentials.mkdir()
+    (credentials / 'hmc-password').write_text('from-systemd\n')
+    monkeypatch.setenv('CREDENTIALS_DIRECTORY', str(credentials))
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', extra={'hmc': {'password': ''}})
+    assert load_config(path).hmc.password == 'from-systemd'
+
+
+def test_real_hmc_sessions_get_the_configured_timeouts_and_tls(tmp_path):
+    from dpm_backend.hmc import SessionPool
+
+    ca = tmp_path / 'ca.pem'
+    ca.write_text('not read until a connection is made\n')
+    path = write_config(
+        tmp_path / 'c.conf',
+        tmp_path / 's.sock',
+        extra={
+            'hmc': {
+                'mock_definition': '',
+                'hosts': 'hmc1.example.invalid,hmc2.example.invalid',
+                'ca_file': str(ca),
+                'read_timeout': '33',
+                'connect_timeout': '7',
+                'operation_timeout': '600',
+                'status_timeout': '44',
+            }
+        },
+    )
+    config = load_config(path)
+    session = SessionPool(config.hmc)._new_session()  # no request is made here
+    rtc = session.retry_timeout_config
+    assert (rtc.read_timeout, rtc.connect_timeout) == (33, 7)
+    assert (rtc.operation_timeout, rtc.status_timeout) == (600, 44)
+    assert session.verify_cert == str(ca)
+    assert session.host == ['hmc1.example.invalid', 'hmc2.example.invalid']
+    assert PASSWORD not in repr(session)
+
+
+@pytest.mark.parametrize('name', ['dpm-backend-example.conf', 'dpm-backend-mock.conf'])
+def test_shipped_example_configs_load(name, tmp_path, monkeypatch):
+    import pathlib
+
+    credentials = tmp_path / 'creds'
+    credentials.mkdir()
+    (credentials / 'hmc-password').write_text('pw\n')
+    monkeypatch.setenv('CREDENTIALS_DIRECTORY', str(credentials))
+    text = (pathlib.Path(__file__).parents[2] / 'deploy' / name).read_text()
+    # The example points at files of a real installation; the test provides them.
+    ca = tmp_path / 'ca.pem'
+    ca.write_text('x')
+    path = tmp_path / name
+    path.write_text(text.replace('/etc/dpm-backend/hmc-ca.pem', str(ca)))
+    config = load_config(path)
+    assert len(config.hosts) == 2
