@@ -152,6 +152,14 @@ def hmc_timeout(action: str) -> DPMError:
     )
 
 
+def internal(action: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.INTERNAL,
+        pb.ERROR_REASON_UNSPECIFIED,
+        f'{action}: unexpected error in the backend; see its log',
+    )
+
+
 def from_hmc(exc: zhmcclient.Error, action: str) -> DPMError:
     """Translate a zhmcclient exception raised while doing ``action``."""
     if isinstance(exc, zhmcclient.HTTPError):

@@ -106,6 +106,10 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             error = errors.hmc_timeout(f'{action}: {exc}')
         except errors.DPMError as exc:
             error = exc
+        except Exception:
+            # A bug, not a foreseeable case: keep its text out of the reply.
+            LOG.exception('%s for host %s failed unexpectedly', action, host_name[:80])
+            error = errors.internal(action)
         LOG.info('%s for host %s failed: %s %s', action, host_name[:80], error.code.name, error)
         status = error.to_status()
         # Status, details and ErrorInfo go in the trailers; the empty reply is

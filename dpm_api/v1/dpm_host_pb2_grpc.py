@@ -130,7 +130,8 @@ class DPMHostServicer:
     def GetHostStatus(self, request, context):
         """GetHostStatus checks the host's CPC (exists, DPM mode, operating, limits
         within the CPC) and reports the CPC subset's capacity and usage.
-        Idempotent, no side effects. FAILED_PRECONDITION when a CPC check fails.
+        Idempotent, no side effects. Codes: NOT_FOUND (unknown host),
+        FAILED_PRECONDITION (a CPC check fails), UNAVAILABLE, DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,7 +139,8 @@ class DPMHostServicer:
 
     def ListInstances(self, request, context):
         """ListInstances returns every instance of the host with its power state, in
-        one call. Idempotent, no side effects.
+        one call. Idempotent, no side effects. Codes: NOT_FOUND (unknown host),
+        UNAVAILABLE, DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,7 +148,9 @@ class DPMHostServicer:
 
     def GetInstanceInfo(self, request, context):
         """GetInstanceInfo returns one instance's power state and sizes. Idempotent,
-        no side effects. NOT_FOUND (INSTANCE_NOT_FOUND) when the partition is gone.
+        no side effects. Codes: INVALID_ARGUMENT, NOT_FOUND (unknown host, or
+        INSTANCE_NOT_FOUND when the partition is gone), UNAVAILABLE,
+        DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,9 +159,11 @@ class DPMHostServicer:
     def PrepareInstance(self, request, context):
         """PrepareInstance creates the stopped partition and its vHBAs, so that the
         volume connector exists before Nova attaches the boot volume. Idempotent:
-        a retry for the same instance converges on the same partition.
-        RESOURCE_EXHAUSTED when the CPC subset cannot hold the flavor;
-        FAILED_PRECONDITION when the CPC has no vHBA storage path.
+        a retry for the same instance converges on the same partition. Codes:
+        INVALID_ARGUMENT, NOT_FOUND (unknown host), RESOURCE_EXHAUSTED (the CPC
+        subset cannot hold the flavor, or the backend is busy),
+        FAILED_PRECONDITION (CPC not usable, no vHBA storage path), UNAVAILABLE,
+        DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,8 +171,9 @@ class DPMHostServicer:
 
     def GetVolumeConnector(self, request, context):
         """GetVolumeConnector returns the partition's vHBA WWPNs. Idempotent, no side
-        effects. NOT_FOUND once the partition is deleted: its WWPNs are gone from
-        the HMC, so callers keep the connector they were given.
+        effects. Codes: INVALID_ARGUMENT, NOT_FOUND (unknown host, or once the
+        partition is deleted: its WWPNs are gone from the HMC, so callers keep the
+        connector they were given), UNAVAILABLE, DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,7 +184,13 @@ class DPMHostServicer:
         switches, writes the NIC tokens into the kernel command line, sets the FC
         boot properties, starts the partition and waits until it is active.
         Idempotent: a retry converges; an active, configured partition is left
-        as it is. On failure what this call created is removed again.
+        as it is. On failure what this call created is removed again. Codes:
+        INVALID_ARGUMENT (also image boot, unsupported VIF or VLAN),
+        NOT_FOUND (unknown host or virtual switch), RESOURCE_EXHAUSTED (subset
+        capacity, more than 12 NICs, command line over 256 characters, busy),
+        FAILED_PRECONDITION (CPC not usable, no vHBA path, boot volume not
+        reachable through the boot vHBA, partition state), UNAVAILABLE,
+        DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,7 +198,9 @@ class DPMHostServicer:
 
     def Destroy(self, request, context):
         """Destroy stops and deletes the partition with its NICs and vHBAs.
-        Idempotent: succeeds when the partition is already gone.
+        Idempotent: succeeds when the partition is already gone. Codes:
+        INVALID_ARGUMENT, NOT_FOUND (unknown host), FAILED_PRECONDITION
+        (partition state), UNAVAILABLE, DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,7 +208,8 @@ class DPMHostServicer:
 
     def PowerOff(self, request, context):
         """PowerOff stops the partition. Idempotent: a stopped partition stays as
-        it is. NOT_FOUND when the partition is gone.
+        it is. Codes: INVALID_ARGUMENT, NOT_FOUND (unknown host, partition gone),
+        FAILED_PRECONDITION (partition state), UNAVAILABLE, DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,7 +217,8 @@ class DPMHostServicer:
 
     def PowerOn(self, request, context):
         """PowerOn starts the partition (a paused or terminated one is stopped
-        first). Idempotent: an active partition stays as it is.
+        first). Idempotent: an active partition stays as it is. Codes: as
+        PowerOff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,7 +226,8 @@ class DPMHostServicer:
 
     def Reboot(self, request, context):
         """Reboot hard-reboots the partition: stop (if not stopped), then start.
-        Not idempotent: each call restarts an active partition.
+        Not idempotent: each call restarts an active partition. Codes: as
+        PowerOff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

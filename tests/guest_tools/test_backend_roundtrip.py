@@ -19,9 +19,7 @@ def test_spawned_nics_are_configured_in_the_guest_exactly(tmp_path, running, run
         timeout=10,
     )
     switches = [INVENTORY['vswitch_osa0'], INVENTORY['vswitch_osa1'], INVENTORY['vswitch_hs']]
-    nics = [
-        nic(switches[index % 3], f'fa:16:3e:{index:02x}:ab:cd') for index in range(7)
-    ]
+    nics = [nic(switches[index % 3], f'fa:16:3e:{index:02x}:ab:cd') for index in range(7)]
     running.stub.Spawn(
         pb.SpawnRequest(
             host='cpc1',
