@@ -258,3 +258,17 @@ def test_password_never_appears_in_debug_logs_or_errors(tmp_path):
     assert 'DEBUG' in output and 'POST /api/sessions' in output
     assert PASSWORD not in output
     assert len(details) == 2 and not any(PASSWORD in d for d in details)
+
+
+def test_loopback_tcp_listener_serves_the_same_api(backend_factory):
+    running = backend_factory(extra={'backend': {'listen': '127.0.0.1:0'}})
+    address = running.backend.address
+    assert address.startswith('127.0.0.1:') and not address.endswith(':0')
+    with grpc.insecure_channel(address) as channel:
+        wait_for(lambda: health(channel) == SERVING)
+        from dpm_api.v1 import dpm_host_pb2_grpc
+
+        reply = dpm_host_pb2_grpc.DPMHostStub(channel).GetHostStatus(
+            pb.GetHostStatusRequest(host='cpc1'), timeout=T
+        )
+    assert reply.status.cpc_name == 'CPCZ13'

@@ -137,3 +137,18 @@ def test_every_hmc_partition_status_has_a_power_state():
 def test_hypervisor_version_from_se_version():
     assert hypervisor_version('2.13.1') == 2013001
     assert hypervisor_version('2.15') == 2015000
+
+
+def test_hmc_waits_get_the_whole_seconds_left_and_never_outlast_the_deadline():
+    import time
+
+    from dpm_backend import errors
+    from dpm_backend.instance import Deadline
+
+    assert Deadline(7.9).timeout('start partition') == 7
+    assert Deadline(0.4).timeout('start partition') == 1  # zhmcclient reads 0 as "no timeout"
+    expired = Deadline(0.01)
+    time.sleep(0.02)
+    with pytest.raises(errors.DPMError) as caught:
+        expired.timeout('start partition')
+    assert caught.value.reason_name == 'HMC_TIMEOUT'
