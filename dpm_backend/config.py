@@ -25,6 +25,12 @@ OBJECT_ID_REGEX = r'^[a-f0-9]{8}-([a-f0-9]{4}-){3}[a-f0-9]{12}$'
 HOST_GROUP_PREFIX = 'host:'
 BUILTIN_MOCK = 'builtin'
 CREDENTIAL_NAME = 'hmc-password'
+# systemd credential holding the token of host <name>: LoadCredential=token-<name>:<file>
+TOKEN_CREDENTIAL_PREFIX = 'token-'  # noqa: S105 (a file name prefix)
+MIN_TOKEN_LENGTH = 16
+MAX_TOKEN_LENGTH = 1024
+# Visible ASCII: what an HTTP/2 header value carries unchanged.
+_TOKEN = re.compile(r'[\x21-\x7e]+')
 BUILTIN_MOCK_PATH = os.path.join(os.path.dirname(__file__), 'data', 'mock_hmc.yaml')
 
 
@@ -137,7 +143,17 @@ hmc_opts = [
         default=4,
         min=1,
         max=64,
-        help='Number of HMC sessions this backend may hold open; one per operation in flight.',
+        help='Number of HMC sessions this backend may hold open; one per operation in flight. '
+        'Related options: pool_wait, [backend] max_concurrent_operations.',
+    ),
+    cfg.IntOpt(
+        'pool_wait',
+        default=5,
+        min=0,
+        max=600,
+        help='Seconds an operation waits for a free HMC session while all pool_size '
+        'sessions are busy (e.g. with long start/stop jobs) before it is refused with '
+        "RESOURCE_EXHAUSTED; never longer than the call's deadline. 0: refuse at once.",
     ),
     cfg.StrOpt(
         'mock_definition',
@@ -180,9 +196,25 @@ backend_opts = [
     cfg.StrOpt(
         'listen',
         default='unix:/run/dpm-backend/dpm-backend.sock',
-        help='Where to serve: "unix:<path>" or "<host>:<port>". TCP on a '
-        'non-loopback address requires tls_cert_file, tls_key_file and '
-        'tls_client_ca_file (mutual TLS).',
+        help='Where to serve: "unix:<path>" or "<host>:<port>". TCP requires '
+        'tls_cert_file, tls_key_file and tls_client_ca_file (mutual TLS), '
+        'except on a loopback address with allow_insecure_loopback. '
+        'Related options: allow_insecure_loopback, socket_mode, socket_group.',
+    ),
+    cfg.BoolOpt(
+        'allow_insecure_loopback',
+        default=False,
+        help='Allow plaintext TCP (no TLS, no client certificates) when listen '
+        'is a loopback address (127.0.0.0/8, ::1, localhost); for local tools '
+        'and tests only. Never allows plaintext on any other address. '
+        'Related options: listen.',
+    ),
+    cfg.BoolOpt(
+        'require_tokens',
+        default=False,
+        help='Refuse to start unless every [host:<name>] has a token, so that '
+        'every DPMHost call must carry the token of the host it names. '
+        'Related options: [host:<name>] token_file, token.',
     ),
     cfg.StrOpt(
         'socket_mode',
@@ -245,6 +277,22 @@ host_opts = [
         default=[],
         help='Target WWPNs never used to boot (e.g. NAS ports of a unified storage).',
     ),
+    cfg.StrOpt(
+        'token_file',
+        help='File whose first line is the bearer token of this host: a DPMHost '
+        'call naming this host must carry the gRPC metadata '
+        '"authorization: Bearer <token>" (compared in constant time). '
+        f'{MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} visible ASCII characters. '
+        f'Default: $CREDENTIALS_DIRECTORY/{TOKEN_CREDENTIAL_PREFIX}<name> when '
+        'systemd provides it. Unset (and no credential): calls for this host '
+        'need no token. Related options: token, [backend] require_tokens.',
+    ),
+    cfg.StrOpt(
+        'token',
+        secret=True,
+        help='The bearer token itself; prefer token_file, which keeps the secret '
+        'out of the config file. Related options: token_file.',
+    ),
 ]
 
 
@@ -258,6 +306,7 @@ class HostConfig:
     max_memory: int
     adapter_ports: tuple[tuple[str, int], ...]
     target_wwpn_ignore_list: frozenset[str]
+    token: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +324,7 @@ class HmcConfig:
     status_timeout: int
     operation_timeout: int
     pool_size: int
+    pool_wait: int
     mock_definition: str | None
     log_requests: bool
     probe_interval: int
@@ -304,6 +354,11 @@ class BackendConfig:
     max_concurrent_operations: int
     default_deadline: int
     grace_period: int
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """The token of each host that has one."""
+        return {name: host.token for name, host in self.hosts.items() if host.token}
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -343,6 +398,39 @@ def _require(conf: cfg.ConfigOpts, group: str, name: str):
     return value
 
 
+def _read_secret(path: str, option: str) -> str:
+    try:
+        with open(path, encoding='utf-8') as stream:
+            return stream.readline().rstrip('\r\n')
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else 'not UTF-8 text'
+        raise ConfigError(f'{option}: cannot read: {why}') from None
+
+
+def _load_token(conf: cfg.ConfigOpts, group: str, name: str) -> str | None:
+    token = _get(conf, group, 'token')
+    token_file = _get(conf, group, 'token_file')
+    credentials = os.environ.get('CREDENTIALS_DIRECTORY')
+    if not token and not token_file and credentials:
+        candidate = os.path.join(credentials, TOKEN_CREDENTIAL_PREFIX + name)
+        token_file = candidate if os.path.isfile(candidate) else None
+    if token_file:
+        token = _read_secret(token_file, f'[{group}] token_file')
+        option = f'[{group}] token_file'
+    else:
+        option = f'[{group}] token'
+    if not token:
+        return None
+    # Never echo the token itself.
+    if not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
+        raise ConfigError(
+            f'{option}: a token has {MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} characters'
+        )
+    if not _TOKEN.fullmatch(token):
+        raise ConfigError(f'{option}: a token has visible ASCII characters only')
+    return token
+
+
 def _load_host(conf: cfg.ConfigOpts, name: str) -> HostConfig:
     error = naming.host_name_error(name)
     if error:
@@ -356,6 +444,7 @@ def _load_host(conf: cfg.ConfigOpts, name: str) -> HostConfig:
         max_memory=_require(conf, group, 'max_memory'),
         adapter_ports=tuple(_require(conf, group, 'physical_storage_adapter_mappings')),
         target_wwpn_ignore_list=frozenset(_get(conf, group, 'target_wwpn_ignore_list')),
+        token=_load_token(conf, group, name),
     )
 
 
@@ -376,11 +465,7 @@ def _load_hmc(conf: cfg.ConfigOpts) -> HmcConfig:
         candidate = os.path.join(credentials, CREDENTIAL_NAME)
         password_file = candidate if os.path.isfile(candidate) else None
     if password_file:
-        try:
-            with open(password_file, encoding='utf-8') as stream:
-                password = stream.readline().rstrip('\r\n')
-        except OSError as exc:
-            raise ConfigError(f'[hmc] password_file: cannot read: {exc.strerror}') from None
+        password = _read_secret(password_file, '[hmc] password_file')
     if not password:
         raise ConfigError('[hmc] password or password_file is required')
     ca_file = _get(conf, 'hmc', 'ca_file')
@@ -399,6 +484,7 @@ def _load_hmc(conf: cfg.ConfigOpts) -> HmcConfig:
         status_timeout=_get(conf, 'hmc', 'status_timeout'),
         operation_timeout=_get(conf, 'hmc', 'operation_timeout'),
         pool_size=_get(conf, 'hmc', 'pool_size'),
+        pool_wait=_get(conf, 'hmc', 'pool_wait'),
         mock_definition=mock_definition,
         log_requests=_get(conf, 'hmc', 'log_requests'),
         probe_interval=_get(conf, 'hmc', 'probe_interval'),
@@ -415,6 +501,50 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# What each TLS file must hold (PEM), checked at start rather than at bind.
+_PEM_MARKERS = {
+    'tls_cert_file': '-----BEGIN CERTIFICATE-----',
+    'tls_key_file': 'PRIVATE KEY-----',
+    'tls_client_ca_file': '-----BEGIN CERTIFICATE-----',
+}
+
+
+def _check_pem(name: str, path: str) -> None:
+    try:
+        with open(path, encoding='ascii', errors='replace') as stream:
+            text = stream.read(1024 * 1024)
+    except OSError as exc:
+        raise ConfigError(f'[backend] {name}: cannot read {path}: {exc.strerror}') from None
+    if _PEM_MARKERS[name] not in text:
+        raise ConfigError(f'[backend] {name}: {path} holds no PEM {name[4:-5].replace("_", " ")}')
+
+
+def _check_tcp(conf: cfg.ConfigOpts, address: str, files: dict[str, str | None]) -> None:
+    """TCP: mutual TLS, or plaintext on loopback with the explicit flag."""
+    host, sep, port = address.rpartition(':')
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
+        raise ConfigError('[backend] listen: expected "unix:<path>" or "<host>:<port>"')
+    tls = [name for name, value in files.items() if value]
+    if tls and len(tls) != len(files):
+        raise ConfigError(
+            '[backend] tls_cert_file, tls_key_file and tls_client_ca_file go together'
+        )
+    if not tls and not _is_loopback(host):
+        raise ConfigError(
+            '[backend] listen: TCP on a non-loopback address requires mutual TLS '
+            '(tls_cert_file, tls_key_file, tls_client_ca_file)'
+        )
+    if not tls and not _get(conf, 'backend', 'allow_insecure_loopback'):
+        raise ConfigError(
+            '[backend] listen: plaintext TCP requires allow_insecure_loopback = true '
+            '(loopback only); otherwise configure mutual TLS (tls_cert_file, '
+            'tls_key_file, tls_client_ca_file)'
+        )
+    for name, value in files.items():
+        if value:
+            _check_pem(name, value)
+
+
 def _load_listen(conf: cfg.ConfigOpts) -> ListenConfig:
     address = _require(conf, 'backend', 'listen')
     files = {
@@ -429,22 +559,7 @@ def _load_listen(conf: cfg.ConfigOpts) -> ListenConfig:
         if not os.path.isabs(unix_path):
             raise ConfigError('[backend] listen: a unix socket path must be absolute')
     else:
-        host, sep, port = address.rpartition(':')
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
-            raise ConfigError('[backend] listen: expected "unix:<path>" or "<host>:<port>"')
-        tls = [name for name, value in files.items() if value]
-        if tls and len(tls) != len(files):
-            raise ConfigError(
-                '[backend] tls_cert_file, tls_key_file and tls_client_ca_file go together'
-            )
-        if not tls and not _is_loopback(host):
-            raise ConfigError(
-                '[backend] listen: TCP on a non-loopback address requires mutual TLS '
-                '(tls_cert_file, tls_key_file, tls_client_ca_file)'
-            )
-        for name, value in files.items():
-            if value and not os.path.isfile(value):
-                raise ConfigError(f'[backend] {name}: no such file: {value}')
+        _check_tcp(conf, address, files)
     return ListenConfig(
         address=address,
         unix_path=unix_path,
@@ -471,6 +586,13 @@ def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConf
             f'[backend] hosts: names must be unique (ignoring case): {", ".join(duplicates)}'
         )
     hosts = {name: _load_host(conf, name) for name in names}
+    if _get(conf, 'backend', 'require_tokens'):
+        missing = [name for name, host in hosts.items() if not host.token]
+        if missing:
+            raise ConfigError(
+                '[backend] require_tokens: no token (token_file, token or the systemd '
+                f'credential {TOKEN_CREDENTIAL_PREFIX}<name>) for host(s) {", ".join(missing)}'
+            )
     return BackendConfig(
         hmc=_load_hmc(conf),
         listen=_load_listen(conf),

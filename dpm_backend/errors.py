@@ -19,13 +19,29 @@ from dpm_api.v1 import dpm_host_pb2 as pb
 DOMAIN = 'dpm_api.v1'
 # HMC reason code of HTTP 409: the object's status does not allow the operation.
 HMC_REASON_INVALID_STATE = 1
+# HMC reason codes of HTTP 403: the session id is invalid (4) or expired (5).
+HMC_REASONS_SESSION_GONE = frozenset({4, 5})
+
+
+def is_session_gone(exc: BaseException) -> bool:
+    """True if the HMC no longer knows the session the request used.
+
+    zhmcclient logs on again and repeats the request once by itself; one that
+    still fails this way (or one seen at the session seam, as with the mock)
+    is retryable with a fresh session.
+    """
+    return (
+        isinstance(exc, zhmcclient.HTTPError)
+        and exc.http_status == 403
+        and exc.reason in HMC_REASONS_SESSION_GONE
+    )
 
 
 class DPMError(Exception):
     """A failed DPMHost operation with its gRPC code and ErrorInfo reason."""
 
     def __init__(
-        self, code: grpc.StatusCode, reason: int, message: str, **metadata: object
+        self, code: grpc.StatusCode, reason: int | str, message: str, **metadata: object
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -35,6 +51,8 @@ class DPMError(Exception):
 
     @property
     def reason_name(self) -> str:
+        if isinstance(self.reason, str):
+            return self.reason
         return pb.ErrorReason.Name(self.reason).removeprefix('ERROR_REASON_')
 
     def to_status(self) -> grpc.Status:
@@ -144,11 +162,48 @@ def backend_busy(limit: int) -> DPMError:
     )
 
 
+def sessions_busy(action: str, why: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        pb.ERROR_REASON_BACKEND_BUSY,
+        f'{action}: {why}; retry later',
+    )
+
+
 def hmc_timeout(action: str) -> DPMError:
     return DPMError(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         pb.ERROR_REASON_HMC_TIMEOUT,
         f'{action}: the HMC did not finish in time',
+    )
+
+
+def instance_busy(host: str, instance_uuid: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        pb.ERROR_REASON_HMC_TIMEOUT,
+        f'another call for instance {instance_uuid} on host {host} was still waiting '
+        'for the HMC when the deadline passed',
+        host=host,
+        instance_uuid=instance_uuid,
+    )
+
+
+# ErrorInfo reasons of the caller checks in the server (not HMC facts).
+REASON_UNAUTHENTICATED = 'UNAUTHENTICATED'
+REASON_PERMISSION_DENIED = 'PERMISSION_DENIED'
+
+
+def unauthenticated(why: str) -> DPMError:
+    return DPMError(grpc.StatusCode.UNAUTHENTICATED, REASON_UNAUTHENTICATED, why)
+
+
+def permission_denied(host: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        REASON_PERMISSION_DENIED,
+        f'the token presented does not grant access to host {host!r}',
+        host=host,
     )
 
 
@@ -165,6 +220,13 @@ def from_hmc(exc: zhmcclient.Error, action: str) -> DPMError:
     if isinstance(exc, zhmcclient.HTTPError):
         meta = {'http_status': exc.http_status, 'hmc_reason': exc.reason}
         text = f'{action}: HMC {exc.http_status},{exc.reason}: {exc.message}'
+        if is_session_gone(exc):
+            return DPMError(
+                grpc.StatusCode.UNAVAILABLE,
+                pb.ERROR_REASON_HMC_UNAVAILABLE,
+                f'{action}: the HMC session expired; the next call logs on again',
+                **meta,
+            )
         if exc.http_status == 404:
             return DPMError(
                 grpc.StatusCode.NOT_FOUND, pb.ERROR_REASON_HMC_OBJECT_NOT_FOUND, text, **meta

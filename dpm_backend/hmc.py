@@ -27,6 +27,7 @@ from typing import Any
 import zhmcclient
 import zhmcclient.mock
 
+from dpm_backend import errors
 from dpm_backend.config import HmcConfig
 
 LOG = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ HTTP_METHODS = ('get', 'post', 'delete')
 
 
 class PoolExhausted(Exception):
-    """No HMC session became free before the caller's deadline."""
+    """No HMC session became free in time (pool_wait, or the caller's deadline)."""
 
 
 class Reachability:
@@ -131,38 +132,37 @@ class _MockHmc:
     """zhmcclient's mock HMC, shared by all sessions of the pool.
 
     Each FakedSession normally owns its own FakedHmc; the pool's sessions must
-    see one HMC, so later sessions are pointed at the first one's. The mock is
-    not thread-safe, so its requests are serialised, as an appliance would
-    apply them one by one.
+    see one HMC, so they are all pointed at one. The mock is not thread-safe,
+    so its requests are serialised, as an appliance would apply them one by
+    one. ``hmc`` attaches to an existing faked HMC instead of loading the
+    definition: a backend started after another one died sees what that one
+    left, as it would on a real HMC (tests use this).
     """
 
-    def __init__(self, config: HmcConfig) -> None:
+    def __init__(self, config: HmcConfig, hmc: zhmcclient.mock.FakedHmc | None = None) -> None:
         self._config = config
-        self._first = zhmcclient.mock.FakedSession.from_hmc_yaml_file(
-            config.mock_definition, config.userid, config.password
-        )
-        self._handed_out = False
+        if hmc is None:
+            hmc = zhmcclient.mock.FakedSession.from_hmc_yaml_file(
+                config.mock_definition, config.userid, config.password
+            ).hmc
+        self._hmc = hmc
         self.lock = threading.Lock()
 
     @property
     def hmc(self) -> zhmcclient.mock.FakedHmc:
-        return self._first.hmc
+        return self._hmc
 
     def new_session(self) -> zhmcclient.Session:
-        if not self._handed_out:
-            self._handed_out = True
-            session = self._first
-        else:
-            first = self._first
-            session = zhmcclient.mock.FakedSession(
-                first.host,
-                first.hmc.hmc_name,
-                first.hmc.hmc_version,
-                first.hmc.api_version,
-                userid=self._config.userid,
-                password=self._config.password,
-            )
-            session._hmc = first.hmc  # share one faked HMC (no public setter)
+        hmc = self._hmc
+        session = zhmcclient.mock.FakedSession(
+            hmc.session.host,
+            hmc.hmc_name,
+            hmc.hmc_version,
+            hmc.api_version,
+            userid=self._config.userid,
+            password=self._config.password,
+        )
+        session._hmc = hmc  # share one faked HMC (no public setter)
         return session
 
     def serialise(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
@@ -173,7 +173,12 @@ class _MockHmc:
 class SessionPool:
     """A bounded pool of logged-on zhmcclient Clients."""
 
-    def __init__(self, config: HmcConfig, interceptors: list[Interceptor] | None = None):
+    def __init__(
+        self,
+        config: HmcConfig,
+        interceptors: list[Interceptor] | None = None,
+        mock_hmc: zhmcclient.mock.FakedHmc | None = None,
+    ):
         self._config = config
         self.reachability = Reachability()
         # Outermost first: the observers of the caller, reachability, then the mock lock.
@@ -181,7 +186,7 @@ class SessionPool:
         if config.log_requests:
             self.interceptors.append(log_request)
         self.interceptors.append(self.reachability.interceptor)
-        self.mock = _MockHmc(config) if config.mock_definition else None
+        self.mock = _MockHmc(config, mock_hmc) if config.mock_definition else None
         if self.mock:
             self.interceptors.append(self.mock.serialise)
         self._idle: queue.LifoQueue[zhmcclient.Client] = queue.LifoQueue()
@@ -228,21 +233,40 @@ class SessionPool:
                 client = zhmcclient.Client(session)
                 self._all.append(client)
                 return client
+        wait = max(min(timeout, self._config.pool_wait), 0)
         try:
-            return self._idle.get(timeout=max(timeout, 0))
+            return self._idle.get(timeout=wait)
         except queue.Empty:
-            raise PoolExhausted(f'all {self._config.pool_size} HMC sessions stayed busy') from None
+            raise PoolExhausted(
+                f'all {self._config.pool_size} HMC sessions stayed busy for {wait:.0f} s'
+            ) from None
 
     @contextlib.contextmanager
     def client(self, timeout: float, logon: bool = True) -> Iterator[zhmcclient.Client]:
         """Check out one logged-on Client for the duration of the block."""
         client = self._take(timeout)
+        keep = True
         try:
             if logon and client.session.session_id is None:
                 client.session.logon()
             yield client
+        except zhmcclient.HTTPError as exc:
+            # zhmcclient's own re-logon did not cover it (or, on the mock, it
+            # cannot run): never hand that session out again.
+            keep = not errors.is_session_gone(exc)
+            raise
         finally:
-            self._idle.put(client)
+            if keep:
+                self._idle.put(client)
+            else:
+                self._discard(client)
+
+    def _discard(self, client: zhmcclient.Client) -> None:
+        """Forget a client whose HMC session is gone; the next checkout logs on anew."""
+        with self._lock:
+            if client in self._all:
+                self._all.remove(client)
+        LOG.warning('The HMC session expired; a new one will be logged on')
 
     def probe(self) -> bool:
         """Ask the HMC for its API version (no logon needed); True if it answered."""

@@ -81,23 +81,45 @@ def info_of(instance_uuid: str, partition: zhmcclient.Partition) -> Info:
 
 
 class InstanceLocks:
-    """One lock per instance, so concurrent calls for one instance take turns."""
+    """One lock per instance, so concurrent calls for one instance take turns.
+
+    A lock lives only while a call holds or waits for it, so the table does
+    not grow with every instance ever seen. Waiting honours the caller's
+    deadline: a call stuck behind another one ends with DEADLINE_EXCEEDED
+    instead of outliving its caller.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        # key -> [lock, number of calls holding or waiting for it]
+        self._locks: dict[tuple[str, str], list] = {}
         self._guard = threading.Lock()
 
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._locks)
+
     @contextlib.contextmanager
-    def hold(self, host: str, instance_uuid: str) -> Iterator[None]:
+    def hold(
+        self, host: str, instance_uuid: str, deadline: Deadline | None = None
+    ) -> Iterator[None]:
         key = (host, instance_uuid)
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            yield
-
-    def forget(self, host: str, instance_uuid: str) -> None:
-        with self._guard:
-            self._locks.pop((host, instance_uuid), None)
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        lock = entry[0]
+        try:
+            timeout = -1 if deadline is None else max(deadline.remaining(), 0)
+            if not lock.acquire(timeout=timeout):
+                raise errors.instance_busy(host, instance_uuid)
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
 
 
 def _partition_properties(host: Host, instance_uuid: str, flavor: Flavor) -> dict:
@@ -190,25 +212,52 @@ def _delete_partition(partition: zhmcclient.Partition, deadline: Deadline) -> No
     partition.delete()
 
 
+def _undo(
+    partition: zhmcclient.Partition,
+    created: bool,
+    created_nics: list[zhmcclient.Nic],
+    deadline: Deadline,
+) -> None:
+    """Remove what a failed call created; the partition is stopped first.
+
+    The status is read again: a start whose reply was lost may have run. A
+    partition that cannot be stopped keeps its NICs, so that one which did
+    come up is never left running without them.
+    """
+    name = partition.properties.get('name', partition.uri)
+    if not created and not created_nics:
+        return
+    partition.pull_properties(['status'])
+    if created:
+        _delete_partition(partition, deadline)
+        LOG.warning('Rolled back: deleted partition %s', name)
+        return
+    _ensure_stopped(partition, deadline)
+    for nic in created_nics:
+        nic.delete()
+    LOG.warning('Rolled back: deleted %d NICs of %s', len(created_nics), name)
+
+
 @contextlib.contextmanager
 def _rollback_on_error(partition: zhmcclient.Partition, created: bool, deadline: Deadline):
-    """Undo what a failed call created: its NICs, and the partition if it was new."""
+    """Undo what a failed call created: its NICs, and the partition if it was new.
+
+    A rollback that fails (the HMC is still failing, the deadline passed) is
+    logged; what it leaves is what a retry of the call reuses, and what
+    destroy removes.
+    """
     created_nics: list[zhmcclient.Nic] = []
     try:
         yield created_nics
     except BaseException:
-        name = partition.properties.get('name', partition.uri)
         try:
-            if created:
-                _delete_partition(partition, deadline)
-                LOG.warning('Rolled back: deleted partition %s', name)
-            else:
-                for nic in created_nics:
-                    nic.delete()
-                if created_nics:
-                    LOG.warning('Rolled back: deleted %d NICs of %s', len(created_nics), name)
-        except zhmcclient.Error as exc:
-            LOG.error('Rollback of partition %s failed: %s', name, exc)
+            _undo(partition, created, created_nics, deadline)
+        except (zhmcclient.Error, errors.DPMError) as exc:
+            LOG.error(
+                'Rollback of partition %s failed: %s',
+                partition.properties.get('name', partition.uri),
+                exc,
+            )
         raise
 
 
@@ -322,8 +371,13 @@ def spawn(
         properties = boot.partition_properties(_boot_target(host, hbas, spec))
         properties[CMDLINE_PROPERTY] = value
         partition.update_properties(properties)
-        _start(partition, deadline)
-    LOG.info('Started partition %s', partition.properties.get('name'))
+        if not spec.leave_stopped:
+            _start(partition, deadline)
+    LOG.info(
+        '%s partition %s',
+        'Configured' if spec.leave_stopped else 'Started',
+        partition.properties.get('name'),
+    )
     return info_of(spec.instance_uuid, partition), value
 
 

@@ -24,6 +24,7 @@ from oslo_log import log as oslo_logging
 
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from dpm_backend import auth
 from dpm_backend import config as config_mod
 from dpm_backend.config import BackendConfig
 from dpm_backend.hmc import Interceptor
@@ -37,6 +38,12 @@ LOG = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name['DPMHost'].full_name
 # Threads kept free of DPMHost work, for health checks and reflection.
 RESERVED_THREADS = 4
+# Calls admitted at once (in flight or queued for a thread), per thread. The
+# DPMHost slots shed excess operations at once; this only bounds memory, and
+# is far above what the slots let through, so that a burst of calls (which the
+# reserved threads answer in well under a millisecond each) never makes gRPC
+# refuse a health check.
+ADMITTED_PER_THREAD = 64
 
 
 def sd_notify(state: str) -> None:
@@ -55,10 +62,14 @@ class Backend:
     """One running DPMHost server for the hosts of one HMC."""
 
     def __init__(
-        self, config: BackendConfig, interceptors: list[Interceptor] | None = None
+        self,
+        config: BackendConfig,
+        interceptors: list[Interceptor] | None = None,
+        mock_hmc=None,
     ) -> None:
+        """``mock_hmc``: attach to this faked HMC instead of loading one (tests)."""
         self.config = config
-        self.pool = SessionPool(config.hmc, interceptors)
+        self.pool = SessionPool(config.hmc, interceptors, mock_hmc)
         facts = CpcFactsCache(config.hmc.cpc_cache_ttl)
         self.hosts = {name: Host(host, facts) for name, host in config.hosts.items()}
         self.servicer = DPMHostServicer(
@@ -111,19 +122,37 @@ class Backend:
         host = listen.address.rpartition(':')[0]
         return f'{host}:{port}'
 
-    def _secure_socket(self) -> None:
+    def _socket_gid(self) -> int:
+        """The gid of socket_group (-1: unchanged); checked before anything is bound."""
+        group = self.config.listen.socket_group
+        if not group or not self.config.listen.unix_path:
+            return -1
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise config_mod.ConfigError(
+                f'[backend] socket_group: no such group: {group}'
+            ) from None
+
+    def _secure_socket(self, gid: int) -> None:
         listen = self.config.listen
         if not listen.unix_path:
             return
         os.chmod(listen.unix_path, listen.socket_mode)
-        if listen.socket_group:
-            os.chown(listen.unix_path, -1, grp.getgrnam(listen.socket_group).gr_gid)
+        if gid != -1:
+            os.chown(listen.unix_path, -1, gid)
 
     def start(self) -> None:
+        gid = self._socket_gid()
         threads = self.config.max_concurrent_operations + RESERVED_THREADS
+        server_interceptors = []
+        if self.config.tokens:
+            checker = auth.TokenChecker(self.config.tokens, set(self.config.hosts))
+            server_interceptors.append(auth.TokenInterceptor(checker, SERVICE_NAME))
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix='grpc'),
-            maximum_concurrent_rpcs=threads * 4,
+            interceptors=server_interceptors,
+            maximum_concurrent_rpcs=threads * ADMITTED_PER_THREAD,
         )
         pb_grpc.add_DPMHostServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -137,7 +166,7 @@ class Backend:
             server.start()
         finally:
             os.umask(old_umask)
-        self._secure_socket()
+        self._secure_socket(gid)
         self._server = server
         self._update_health()
         self._monitor = threading.Thread(target=self._watch_hmc, name='hmc-probe', daemon=True)
@@ -186,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         backend.start()
+    except config_mod.ConfigError as exc:
+        print(f'dpm-backend: configuration error: {exc}', file=sys.stderr)
+        return 2
     except (OSError, RuntimeError) as exc:
         LOG.error('Cannot serve on %s: %s', config.listen.address, exc)
         return 1

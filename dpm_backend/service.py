@@ -96,14 +96,14 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
                 with self._pool.client(timeout=deadline.remaining()) as client:
                     if instance_uuid is None:
                         return operation(client, host, deadline)
-                    with self._instance_locks.hold(host.name, instance_uuid):
+                    with self._instance_locks.hold(host.name, instance_uuid, deadline):
                         return operation(client, host, deadline)
             finally:
                 self._slots.release()
         except zhmcclient.Error as exc:
             error = errors.from_hmc(exc, action)
         except PoolExhausted as exc:
-            error = errors.hmc_timeout(f'{action}: {exc}')
+            error = errors.sessions_busy(action, str(exc))
         except errors.DPMError as exc:
             error = exc
         except Exception:

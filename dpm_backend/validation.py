@@ -56,6 +56,7 @@ class SpawnSpec:
     flavor: Flavor
     nics: tuple[NicSpec, ...]
     boot_volume: BootVolume
+    leave_stopped: bool = False
 
 
 def instance_uuid(value: str, field: str = 'instance_uuid') -> str:
@@ -175,4 +176,5 @@ def spawn(request: pb.SpawnRequest) -> SpawnSpec:
         flavor=flavor(request.flavor, request.HasField('flavor')),
         nics=nics(request.nics),
         boot_volume=boot_volume(request.boot_volume, request.HasField('boot_volume')),
+        leave_stopped=request.leave_stopped,
     )

@@ -176,3 +176,242 @@ def boot_volume(initiators: list[str], targets: list[str], lun: int = 1) -> pb.F
             pb.InitiatorTargets(initiator_wwpn=w, target_wwpns=targets) for w in initiators
         ],
     )
+
+
+# --- Faults at the session seam, HMC state snapshots (tests/faults, tests/fuzz) ---
+
+HMC_ASSIGNED = frozenset(
+    {
+        'object-id',
+        'object-uri',
+        'element-id',
+        'element-uri',
+        'parent',
+        'device-number',
+        'wwpn',
+        'short-name',
+        'partition-id',
+    }
+)
+
+
+def differences(got, want, path: str = '') -> list[str]:
+    """Where two nested dicts differ, one line per leaf."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        lines = []
+        for key in sorted(set(got) | set(want), key=str):
+            if key not in got:
+                lines.append(f'{path}/{key}: missing (want {want[key]!r})')
+            elif key not in want:
+                lines.append(f'{path}/{key}: unexpected {got[key]!r}')
+            else:
+                lines += differences(got[key], want[key], f'{path}/{key}')
+        return lines
+    return [] if got == want else [f'{path}: {got!r} (want {want!r})']
+
+
+def hmc_error(status: int, reason: int, method: str = 'GET', uri: str = '/api') -> Exception:
+    import zhmcclient
+
+    return zhmcclient.HTTPError(
+        {
+            'http-status': status,
+            'reason': reason,
+            'message': f'injected HTTP {status},{reason}',
+            'request-method': method,
+            'request-uri': uri,
+        }
+    )
+
+
+def snapshot(hmc, exclude: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Every partition of every CPC with its NICs and HBAs, deep-copied, by URI.
+
+    Partitions whose name is in ``exclude`` are left out.
+    """
+    import copy
+
+    state = {}
+    for cpc in hmc.cpcs.list():
+        for p in cpc.partitions.list():
+            if p.properties.get('name') in exclude:
+                continue
+            state[p.uri] = (
+                copy.deepcopy(dict(p.properties)),
+                sorted((copy.deepcopy(dict(n.properties)) for n in p.nics.list()), key=repr),
+                sorted((copy.deepcopy(dict(h.properties)) for h in p.hbas.list()), key=repr),
+            )
+    return state
+
+
+def find_partitions(hmc, name: str) -> list:
+    return [p for cpc in hmc.cpcs.list() for p in cpc.partitions.list() if p.name == name]
+
+
+def instance_state(hmc, name: str) -> dict | None:
+    """The partition ``name`` as OpenStack configured it, HMC-assigned ids replaced.
+
+    Object ids, URIs, device numbers and WWPNs are the HMC's choice; they are
+    replaced by the names of the objects they designate, so two partitions
+    configured alike compare equal, and a command line or boot device that
+    points at a missing NIC or HBA does not.
+    """
+    found = find_partitions(hmc, name)
+    if not found:
+        return None
+    assert len(found) == 1, f'{len(found)} partitions named {name}'
+    partition = found[0]
+    nics = {n.properties['name']: n.properties for n in partition.nics.list()}
+    hbas = {h.properties['name']: h.properties for h in partition.hbas.list()}
+    by_devno = {p['device-number'].lower(): n for n, p in nics.items()}
+    by_uri = {p['element-uri']: n for n, p in hbas.items()}
+    props = {k: v for k, v in partition.properties.items() if k not in HMC_ASSIGNED}
+    props.pop('nic-uris', None)
+    props.pop('hba-uris', None)
+    if props.get('boot-storage-device'):
+        props['boot-storage-device'] = by_uri.get(props['boot-storage-device'], 'MISSING HBA')
+    tokens = (props.get('boot-os-specific-parameters') or '').split()
+    props['boot-os-specific-parameters'] = [
+        (by_devno.get(t.split(',')[0].lower(), 'MISSING NIC'), *t.split(',')[1:]) for t in tokens
+    ]
+
+    def strip(objects: dict) -> dict:
+        return {
+            name: {k: v for k, v in p.items() if k not in HMC_ASSIGNED}
+            for name, p in sorted(objects.items())
+        }
+
+    return {'partition': props, 'nics': strip(nics), 'hbas': strip(hbas)}
+
+
+class Faults:
+    """Interceptor that fails the k-th HMC request of an armed window.
+
+    ``kind`` says how: an HTTP error or connection error before the request
+    reaches the HMC, a read timeout after the HMC applied it (the reply is
+    lost), or an expired session (403 reason 5). ``outage``: every request
+    from the k-th on fails (connection errors) until disarmed.
+    """
+
+    KINDS = (
+        'http409-state',
+        'http409-busy',
+        'http500',
+        'http503',
+        'connection',
+        'read-timeout',
+        'session-expired',
+    )
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.index = -1
+        self.kind = ''
+        self.outage = False
+        self.seen = 0
+        self.hit: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+
+    def arm(self, index: int, kind: str, outage: bool = False) -> None:
+        with self._lock:
+            self.armed, self.index, self.kind, self.outage = True, index, kind, outage
+            self.seen, self.hit = 0, None
+
+    def disarm(self) -> None:
+        with self._lock:
+            self.armed = False
+
+    def _error(self, method: str, uri: str) -> Exception:
+        import zhmcclient
+
+        if self.kind == 'connection' or self.outage:
+            return zhmcclient.ConnectionError('injected: connection refused', None)
+        if self.kind == 'read-timeout':
+            return zhmcclient.ReadTimeout('injected: read timeout', None, 1, 0)
+        status, reason = {
+            'http409-state': (409, 1),
+            'http409-busy': (409, 2),
+            'http500': (500, 0),
+            'http503': (503, 0),
+            'session-expired': (403, 5),
+        }[self.kind]
+        return hmc_error(status, reason, method, uri)
+
+    def __call__(self, method, uri, proceed):
+        with self._lock:
+            position = self.seen
+            self.seen += 1
+            fire = self.armed and (
+                position == self.index or (self.outage and position > self.index)
+            )
+            if fire and self.hit is None:
+                self.hit = (method, uri)
+        if not fire:
+            return proceed()
+        error = self._error(method, uri)
+        if self.kind == 'read-timeout' and not self.outage:
+            import contextlib
+
+            import zhmcclient
+
+            # The HMC did it (or refused it); either way the reply is lost.
+            with contextlib.suppress(zhmcclient.Error):
+                proceed()
+        raise error
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError('condition not reached')
+        time.sleep(interval)
+
+
+_DEFINITION: dict = {}
+
+
+def fresh_mock_hmc(userid: str = 'openstack', password: str = PASSWORD):
+    """A new faked HMC from the shipped definition, without re-parsing the YAML.
+
+    Loading (YAML and schema check) takes ~60 ms; tests that need hundreds of
+    pristine HMCs parse it once and build each from a copy (what
+    ``FakedSession.from_hmc_dict`` does after its schema check).
+    """
+    import copy
+
+    import zhmcclient.mock
+
+    if not _DEFINITION:
+        with open(config_mod.BUILTIN_MOCK_PATH, encoding='utf-8') as stream:
+            _DEFINITION.update(yaml.safe_load(stream)['hmc_definition'])
+    definition = copy.deepcopy(_DEFINITION)
+    console = definition['consoles'][0]['properties']
+    session = zhmcclient.mock.FakedSession(
+        definition['host'],
+        console['name'],
+        console['version'],
+        definition['api_version'],
+        userid=userid,
+        password=password,
+    )
+    session.hmc.add_resources(
+        {'consoles': definition['consoles'], 'cpcs': definition.get('cpcs', [])}
+    )
+    return session.hmc
+
+
+def count_cases(config, label: str, cases: int) -> None:
+    """Add to a case count printed at the end of the run (see report_counts)."""
+    counts = config.__dict__.setdefault('dpm_case_counts', {})
+    counts[label] = counts.get(label, 0) + cases
+
+
+def report_counts(terminalreporter, config, prefix: str) -> None:
+    """Print the case counts whose label starts with ``prefix`` (a summary line each)."""
+    counts = config.__dict__.get('dpm_case_counts', {})
+    for label, cases in sorted(counts.items()):
+        if label.startswith(prefix):
+            terminalreporter.write_line(f'{label}: {cases} cases')

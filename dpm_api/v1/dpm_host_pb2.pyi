@@ -223,18 +223,20 @@ class GetVolumeConnectorResponse(_message.Message):
     def __init__(self, wwpns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SpawnRequest(_message.Message):
-    __slots__ = ("host", "instance_uuid", "flavor", "nics", "boot_volume")
+    __slots__ = ("host", "instance_uuid", "flavor", "nics", "boot_volume", "leave_stopped")
     HOST_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
     NICS_FIELD_NUMBER: _ClassVar[int]
     BOOT_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_STOPPED_FIELD_NUMBER: _ClassVar[int]
     host: str
     instance_uuid: str
     flavor: Flavor
     nics: _containers.RepeatedCompositeFieldContainer[Nic]
     boot_volume: FcBootVolume
-    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., flavor: _Optional[_Union[Flavor, _Mapping]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., boot_volume: _Optional[_Union[FcBootVolume, _Mapping]] = ...) -> None: ...
+    leave_stopped: bool
+    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., flavor: _Optional[_Union[Flavor, _Mapping]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., boot_volume: _Optional[_Union[FcBootVolume, _Mapping]] = ..., leave_stopped: _Optional[bool] = ...) -> None: ...
 
 class SpawnResponse(_message.Message):
     __slots__ = ("info", "boot_os_specific_parameters")

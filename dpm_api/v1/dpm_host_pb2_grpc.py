@@ -182,7 +182,8 @@ class DPMHostServicer:
     def Spawn(self, request, context):
         """Spawn creates the partition if needed, attaches the NICs to their virtual
         switches, writes the NIC tokens into the kernel command line, sets the FC
-        boot properties, starts the partition and waits until it is active.
+        boot properties, starts the partition (unless leave_stopped) and waits
+        until it is active.
         Idempotent: a retry converges; an active, configured partition is left
         as it is. On failure what this call created is removed again. Codes:
         INVALID_ARGUMENT (also image boot, unsupported VIF or VLAN),

@@ -406,3 +406,22 @@ def test_limits_larger_than_the_cpc_fail_the_host_checks(backend_factory):
             running.stub.GetHostStatus(pb.GetHostStatusRequest(host=host), timeout=T)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert word in caught.value.details()
+
+
+def test_spawn_can_leave_the_partition_stopped_for_a_later_power_on(running):
+    instance_uuid = new_uuid()
+    prepared = prepare(running, 'cpc1', instance_uuid)
+    request = spawn_request('cpc1', instance_uuid, prepared.wwpns, [nic(INVENTORY['vswitch_osa0'])])
+    request.leave_stopped = True
+    reply = running.stub.Spawn(request, timeout=T)
+    name = naming.partition_name('cpc1', instance_uuid)
+    partition = running.partitions()[name]
+    assert reply.info.partition_status == 'stopped'
+    assert partition.properties['status'] == 'stopped'
+    assert len(partition.nics.list()) == 1
+    assert partition.properties['boot-os-specific-parameters'] == reply.boot_os_specific_parameters
+    # A retry converges; then the caller starts it.
+    running.stub.Spawn(request, timeout=T)
+    assert len(partition.nics.list()) == 1
+    running.stub.PowerOn(pb.PowerOnRequest(host='cpc1', instance_uuid=instance_uuid), timeout=T)
+    assert partition.properties['status'] == 'active'

@@ -98,8 +98,8 @@ def test_backend_starts_while_the_hmc_is_unreachable(backend_factory, monkeypatc
 
     original = hmc._MockHmc.__init__
 
-    def down_at_start(self, config):
-        original(self, config)
+    def down_at_start(self, config, *args):
+        original(self, config, *args)
         self.hmc.disable()
 
     monkeypatch.setattr(hmc._MockHmc, '__init__', down_at_start)
@@ -261,7 +261,9 @@ def test_password_never_appears_in_debug_logs_or_errors(tmp_path):
 
 
 def test_loopback_tcp_listener_serves_the_same_api(backend_factory):
-    running = backend_factory(extra={'backend': {'listen': '127.0.0.1:0'}})
+    running = backend_factory(
+        extra={'backend': {'listen': '127.0.0.1:0', 'allow_insecure_loopback': 'true'}}
+    )
     address = running.backend.address
     assert address.startswith('127.0.0.1:') and not address.endswith(':0')
     with grpc.insecure_channel(address) as channel:

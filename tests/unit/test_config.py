@@ -126,11 +126,74 @@ def test_host_names_must_differ_beyond_case(tmp_path):
         load_config(write_config(tmp_path / 'c.conf', tmp_path / 's.sock', hosts))
 
 
-def test_loopback_tcp_needs_no_tls(tmp_path):
-    path = write_config(
-        tmp_path / 'c.conf', tmp_path / 's.sock', extra={'backend': {'listen': '127.0.0.1:0'}}
-    )
+def test_plaintext_loopback_tcp_needs_the_explicit_flag(tmp_path):
+    listen = {'listen': '127.0.0.1:0'}
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', extra={'backend': listen})
+    with pytest.raises(config_mod.ConfigError, match='allow_insecure_loopback'):
+        load_config(path)
+    flagged = {**listen, 'allow_insecure_loopback': 'true'}
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', extra={'backend': flagged})
     assert load_config(path).listen.unix_path is None
+
+
+@pytest.mark.parametrize('address', ['192.0.2.1:50051', '0.0.0.0:50051', '[::]:50051'])
+def test_the_loopback_flag_never_allows_plaintext_elsewhere(tmp_path, address):
+    extra = {'backend': {'listen': address, 'allow_insecure_loopback': 'true'}}
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', extra=extra)
+    with pytest.raises(config_mod.ConfigError, match='mutual TLS'):
+        load_config(path)
+
+
+TOKEN = 't0ken-for-cpc1-0123456789abcdef'
+
+
+def test_host_tokens_load_from_file_option_or_credential(tmp_path, monkeypatch):
+    token_file = tmp_path / 'cpc1.token'
+    token_file.write_text(TOKEN + '\n')
+    credentials = tmp_path / 'creds'
+    credentials.mkdir()
+    (credentials / 'token-cpc10').write_text('from-systemd-credential-0123\n')
+    monkeypatch.setenv('CREDENTIALS_DIRECTORY', str(credentials))
+    path = write_config(
+        tmp_path / 'c.conf',
+        tmp_path / 's.sock',
+        extra={
+            'host:cpc1': {'token_file': str(token_file)},
+            'host:z14host': {'token': 'inline-token-0123456789'},
+            'backend': {'require_tokens': 'false'},
+        },
+    )
+    config = load_config(path)
+    assert config.tokens == {
+        'cpc1': TOKEN,
+        'cpc10': 'from-systemd-credential-0123',
+        'z14host': 'inline-token-0123456789',
+    }
+    assert TOKEN not in repr(config) and 'inline-token' not in repr(config)
+
+
+BAD_TOKENS = {
+    'short': ({'host:cpc1': {'token': 'short'}}, '[host:cpc1] token'),
+    'space': ({'host:cpc1': {'token': 'has a space in it 0123456'}}, '[host:cpc1] token'),
+    'unicode': ({'host:cpc1': {'token': 'tökentökentökentöken'}}, '[host:cpc1] token'),
+    'missing file': ({'host:cpc1': {'token_file': '/nonexistent/t'}}, '[host:cpc1] token_file'),
+    'required': (
+        {'backend': {'require_tokens': 'true'}, 'host:cpc1': {'token': TOKEN}},
+        '[backend] require_tokens',
+    ),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_TOKENS))
+def test_bad_token_settings_fail_at_load_without_echoing_the_token(tmp_path, case):
+    extra, option = BAD_TOKENS[case]
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', extra=extra)
+    with pytest.raises(config_mod.ConfigError) as caught:
+        load_config(path)
+    assert option in str(caught.value)
+    token = extra.get('host:cpc1', {}).get('token')
+    if token and case != 'required':
+        assert token not in str(caught.value)
 
 
 def test_backend_exits_2_with_the_option_named(tmp_path, capsys):

@@ -1,0 +1,400 @@
+"""Recovery: a backend dying mid-operation, expired HMC sessions, slow HMC jobs.
+
+Process death is simulated in-process, deterministically at every request: the
+backend under test stops dead at HMC request k (before the HMC sees it, or
+after the HMC applied it and before the reply arrives), never makes another
+HMC request, and is abandoned. A new backend is started on the same faked
+HMC, as a restarted process finds the real HMC, and the call is retried. The
+mock HMC lives in the backend's process, so a real ``kill -9`` would take it
+along; what matters (no state in the process, only on the HMC) is what the
+in-process death tests. A real ``kill -9`` of a backend process is tested for
+what it does leave behind: a stale socket file, which the restart replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import zhmcclient
+from dpmtest import INVENTORY
+from dpmtest import Faults
+from dpmtest import RequestLog
+from dpmtest import boot_volume
+from dpmtest import count_cases
+from dpmtest import find_partitions
+from dpmtest import flavor
+from dpmtest import fresh_mock_hmc
+from dpmtest import instance_state
+from dpmtest import load_config
+from dpmtest import nic
+from dpmtest import wait_for
+from dpmtest import write_config
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from dpm_backend import naming
+from dpm_backend.server import Backend
+
+T = 10
+# Each backend gets channels of its own: a subchannel shared with a channel to a
+# stopped predecessor on the same socket path would wait out a reconnect backoff.
+LOCAL = [('grpc.use_local_subchannel_pool', 1)]
+HOST = 'cpc1'
+UUID = '7e3d5b2a-1c4f-4a8e-9b6d-0f1e2d3c4b5a'
+NAME = naming.partition_name(HOST, UUID)
+PORTS = ('1b2c3d4e-5f6a-4b7c-8d9e-000000000001', '1b2c3d4e-5f6a-4b7c-8d9e-000000000002')
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Died(zhmcclient.ConnectionError):
+    """What a dead process's requests do: nothing."""
+
+    def __init__(self) -> None:
+        super().__init__('the backend process is dead', None)
+
+
+class Death:
+    """Interceptor that stops its backend dead at the k-th request of a window."""
+
+    def __init__(self, index: int, after: bool) -> None:
+        self.index, self.after = index, after
+        self.armed = False
+        self.seen = 0
+        self.dead = False
+        self.reached = threading.Event()
+        self._release = threading.Event()
+
+    def __call__(self, method, uri, proceed):
+        if self.dead:
+            raise Died()
+        if not self.armed:
+            return proceed()
+        position = self.seen
+        self.seen += 1
+        if position != self.index:
+            return proceed()
+        if self.after:
+            # The HMC applied (or refused) it; the reply never arrives.
+            with contextlib.suppress(zhmcclient.Error):
+                proceed()
+        self.reached.set()
+        self._release.wait(T)
+        raise Died()
+
+    def kill(self) -> None:
+        self.dead = True
+        self._release.set()
+
+
+class Process:
+    """A backend on a given faked HMC, as one process's lifetime."""
+
+    def __init__(self, config, hmc, death: Death | None = None) -> None:
+        self.log = RequestLog()
+        self.backend = Backend(config, interceptors=[self.log], mock_hmc=hmc)
+        if death:
+            self.backend.pool.interceptors.append(death)
+        self.backend.start()
+        wait_for(lambda: self.backend.pool.reachability.reachable)
+        self.channel = grpc.insecure_channel(self.backend.address, options=LOCAL)
+        self.stub = pb_grpc.DPMHostStub(self.channel)
+
+    def idle(self) -> bool:
+        servicer = self.backend.servicer
+        return servicer._slots._value == servicer._max_concurrent
+
+    def end(self) -> None:
+        # Let handlers still busy with the HMC (past their caller's deadline) end.
+        with contextlib.suppress(AssertionError):
+            wait_for(self.idle, timeout=5)
+        self.channel.close()
+        self.backend.stop(grace=0)
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('recovery')
+    return load_config(write_config(tmp / 'b.conf', tmp / 'b.sock'))
+
+
+def spawn_request(wwpns) -> pb.SpawnRequest:
+    return pb.SpawnRequest(
+        host=HOST,
+        instance_uuid=UUID,
+        flavor=flavor(),
+        nics=[
+            nic(INVENTORY['vswitch_osa0'], 'fa:16:3e:00:00:01', port_id=PORTS[0]),
+            nic(INVENTORY['vswitch_hs'], 'fa:16:3e:00:00:02', port_id=PORTS[1]),
+        ],
+        boot_volume=boot_volume(list(wwpns), ['500507680b2142e5']),
+    )
+
+
+def prepare(stub):
+    return stub.PrepareInstance(
+        pb.PrepareInstanceRequest(host=HOST, instance_uuid=UUID, flavor=flavor()), timeout=T
+    )
+
+
+# Nova's sequence: prepare (connector), then spawn. The call that dies is one of them.
+FLOWS = {
+    'prepare': (lambda stub, w: None, lambda stub, w: prepare(stub)),
+    'spawn': (
+        lambda stub, w: prepare(stub),
+        lambda stub, w: stub.Spawn(spawn_request(w), timeout=T),
+    ),
+    'spawn-unprepared': (
+        lambda stub, w: stub.ListInstances(pb.ListInstancesRequest(host=HOST), timeout=T),
+        lambda stub, w: stub.Spawn(spawn_request(w), timeout=T),
+    ),
+}
+
+
+@pytest.fixture(scope='module')
+def reference(config):
+    hmc = fresh_mock_hmc()
+    process = Process(config, hmc)
+    try:
+        wwpns = list(prepare(process.stub).wwpns)
+    finally:
+        process.end()
+    result = {}
+    for flow, (setup, call) in FLOWS.items():
+        process = Process(config, fresh_mock_hmc())
+        try:
+            setup(process.stub, wwpns)
+            process.log.clear()
+            call(process.stub, wwpns)
+            result[flow] = (
+                process.log.count(),
+                instance_state(process.backend.pool.mock.hmc, NAME),
+            )
+        finally:
+            process.end()
+    return wwpns, result
+
+
+@pytest.mark.parametrize('after', [False, True], ids=['before-the-hmc', 'after-the-hmc'])
+@pytest.mark.parametrize('flow', sorted(FLOWS))
+def test_backend_dying_at_any_request_then_restarted_converges(
+    config, reference, request, flow, after
+):
+    wwpns, results = reference
+    requests, want = results[flow]
+    setup, call = FLOWS[flow]
+    problems = []
+    for k in range(requests):
+        hmc = fresh_mock_hmc()
+        death = Death(k, after)
+        first = Process(config, hmc, death)
+        setup(first.stub, wwpns)
+        death.armed = True
+        pending = threading.Thread(target=_call_ignoring_errors, args=(call, first.stub, wwpns))
+        pending.start()
+        assert death.reached.wait(T), f'k={k} never reached'
+        death.kill()
+        first.end()
+        pending.join(T)
+        # A restarted process: new backend, same HMC; Nova retries its calls.
+        second = Process(config, hmc)
+        try:
+            setup(second.stub, wwpns)
+            call(second.stub, wwpns)
+            partitions = find_partitions(hmc, NAME)
+            state = instance_state(hmc, NAME)
+            if len(partitions) != 1 or state != want:
+                problems.append(f'{flow} k={k}: {len(partitions)} partitions, state {state}')
+        finally:
+            second.end()
+    count_cases(request.config, 'fault: backend death (flow x request index x side)', requests)
+    assert not problems, '\n'.join(problems)
+
+
+def _call_ignoring_errors(call, stub, wwpns) -> None:
+    # The caller of a dead backend sees an error; Nova retries.
+    with contextlib.suppress(grpc.RpcError):
+        call(stub, wwpns)
+
+
+def test_kill_9_leaves_a_socket_that_the_restarted_backend_replaces(tmp_path):
+    socket_path = tmp_path / 'k.sock'
+    config = write_config(tmp_path / 'k.conf', socket_path)
+    command = [sys.executable, '-m', 'dpm_backend.server', '--config-file', str(config)]
+
+    def serving() -> bool:
+        with grpc.insecure_channel(f'unix:{socket_path}', options=LOCAL) as channel:
+            try:
+                status = (
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    .status
+                )
+                if status != health_pb2.HealthCheckResponse.SERVING:
+                    return False
+                pb_grpc.DPMHostStub(channel).ListInstances(
+                    pb.ListInstancesRequest(host=HOST), timeout=T
+                )
+            except grpc.RpcError:
+                return False
+        return True
+
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(serving, timeout=30, interval=0.1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(T)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert socket_path.exists()  # nobody cleaned up
+    second = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for(serving, timeout=30, interval=0.1)
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=30)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 0, output
+
+
+def test_an_expired_session_is_unavailable_and_the_next_call_logs_on_anew(config):
+    process = Process(config, fresh_mock_hmc())
+    faults = Faults()
+    process.backend.pool.interceptors.append(faults)
+    try:
+        request = pb.ListInstancesRequest(host=HOST)
+        process.stub.ListInstances(request, timeout=T)
+        before = process.backend.pool.logged_on_session_ids()
+        assert len(before) == 1
+        faults.arm(0, 'session-expired')
+        with pytest.raises(grpc.RpcError) as caught:
+            process.stub.ListInstances(request, timeout=T)
+        faults.disarm()
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert 'session expired' in caught.value.details()
+        process.log.clear()
+        process.stub.ListInstances(request, timeout=T)
+        assert process.log.requests[0] == ('POST', '/api/sessions')
+        after = process.backend.pool.logged_on_session_ids()
+        assert len(after) == 1 and after != before
+    finally:
+        process.end()
+
+
+class SlowJob:
+    """Interceptor: start/stop jobs that leave the partition transitional for a while."""
+
+    def __init__(self, hmc, seconds: float) -> None:
+        self.hmc, self.seconds = hmc, seconds
+        self.timers: list[threading.Timer] = []
+
+    def __call__(self, method, uri, proceed):
+        result = proceed()
+        for operation, transitional in (('start', 'starting'), ('stop', 'stopping')):
+            if method == 'POST' and uri.endswith(f'/operations/{operation}'):
+                partition = self.hmc.lookup_by_uri(uri.rsplit('/operations/', 1)[0])
+                final = partition.properties['status']
+                partition.properties['status'] = transitional
+                timer = threading.Timer(
+                    self.seconds, partition.properties.__setitem__, ('status', final)
+                )
+                timer.start()
+                self.timers.append(timer)
+        return result
+
+
+@pytest.mark.parametrize('operation', ['Spawn', 'PowerOff', 'Destroy'])
+def test_a_slow_hmc_job_ends_at_the_callers_deadline_and_a_retry_converges(
+    config, reference, operation
+):
+    wwpns, _ = reference
+    hmc = fresh_mock_hmc()
+    process = Process(config, hmc)
+    slow = SlowJob(hmc, seconds=2.5)
+    servicer = process.backend.servicer
+    try:
+        prepare(process.stub)
+        if operation != 'Spawn':
+            process.stub.Spawn(spawn_request(wwpns), timeout=T)
+        want = _reference_state(config, wwpns, operation)
+        process.backend.pool.interceptors.append(slow)
+        request = (
+            spawn_request(wwpns)
+            if operation == 'Spawn'
+            else getattr(pb, f'{operation}Request')(host=HOST, instance_uuid=UUID)
+        )
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            getattr(process.stub, operation)(request, timeout=2)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 2.5
+        # The backend gave up too: its slot and the instance are free again
+        # before the job ends (zhmcclient polls the status once a second).
+        wait_for(lambda: servicer._slots._value == servicer._max_concurrent, timeout=2)
+        assert len(servicer._instance_locks) == 0
+        assert time.monotonic() - started < 3.5
+        # Once the job is done, a retry converges on the fault-free result.
+        for timer in slow.timers:
+            timer.join(T)
+        getattr(process.stub, operation)(request, timeout=T)
+        assert instance_state(hmc, NAME) == want
+    finally:
+        for timer in slow.timers:
+            timer.cancel()
+        process.end()
+
+
+def _reference_state(config, wwpns, operation):
+    process = Process(config, fresh_mock_hmc())
+    try:
+        prepare(process.stub)
+        process.stub.Spawn(spawn_request(wwpns), timeout=T)
+        if operation != 'Spawn':
+            getattr(process.stub, operation)(
+                getattr(pb, f'{operation}Request')(host=HOST, instance_uuid=UUID), timeout=T
+            )
+        return instance_state(process.backend.pool.mock.hmc, NAME)
+    finally:
+        process.end()
+
+
+def test_a_call_queued_behind_a_slow_one_for_the_same_instance_ends_at_its_deadline(
+    config, reference
+):
+    wwpns, _ = reference
+    hmc = fresh_mock_hmc()
+    process = Process(config, hmc)
+    slow = SlowJob(hmc, seconds=3)
+    servicer = process.backend.servicer
+    try:
+        prepare(process.stub)
+        process.backend.pool.interceptors.append(slow)
+        first = process.stub.Spawn.future(spawn_request(wwpns), timeout=2.5)
+        wait_for(lambda: slow.timers, timeout=T)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            process.stub.PowerOff(pb.PowerOffRequest(host=HOST, instance_uuid=UUID), timeout=1)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The queued call left the backend at its deadline, not after the slow one.
+        wait_for(lambda: servicer._slots._value == servicer._max_concurrent - 1, timeout=1)
+        assert time.monotonic() - started < 2
+        with pytest.raises(grpc.RpcError):
+            first.result()
+    finally:
+        for timer in slow.timers:
+            timer.cancel()
+        process.end()
