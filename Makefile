@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard protos/dpm_api/v1/*.proto)
 SAMPLE_CONFIG := deploy/dpm-backend.conf.sample
+NOVA_SAMPLE_CONFIG := deploy/nova-dpm.conf.sample
 
 .DEFAULT_GOAL := all
 
@@ -11,10 +12,13 @@ SAMPLE_CONFIG := deploy/dpm-backend.conf.sample
 help:
 	@grep -E '^\.PHONY: [a-z-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) +## (.*)/  \1\t\2/' | expand -t 24
 
-$(BIN)/.installed: requirements-dev.txt pyproject.toml
+# Not editable: the nova/virt/dpm shim only works when installed into nova's tree.
+# Tests and tools still import dpm_* from the working tree (it comes first on sys.path).
+$(BIN)/.installed: requirements-dev.txt pyproject.toml $(wildcard nova/virt/dpm/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall .
+	rm -rf build
 	touch $@
 
 .PHONY: venv  ## Create .venv with the pinned dependencies
@@ -24,15 +28,18 @@ venv: $(BIN)/.installed
 generate: venv
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_FILES)
 	$(BIN)/oslo-config-generator --namespace dpm_backend --output-file $(SAMPLE_CONFIG)
+	$(BIN)/oslo-config-generator --namespace dpm_frontend --output-file $(NOVA_SAMPLE_CONFIG)
 
 .PHONY: check-generated  ## Fail if the committed stubs or sample config are stale
 check-generated: venv
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_FILES) && \
 	$(BIN)/oslo-config-generator --namespace dpm_backend --output-file $$tmp/sample.conf && \
+	$(BIN)/oslo-config-generator --namespace dpm_frontend --output-file $$tmp/nova.conf && \
 	for f in $$(cd $$tmp && find dpm_api -type f); do \
 	  cmp -s $$tmp/$$f $$f || { echo "stale generated file: $$f (run make generate)"; exit 1; }; done && \
-	cmp -s $$tmp/sample.conf $(SAMPLE_CONFIG) || { echo "stale $(SAMPLE_CONFIG) (run make generate)"; exit 1; }
+	cmp -s $$tmp/sample.conf $(SAMPLE_CONFIG) || { echo "stale $(SAMPLE_CONFIG) (run make generate)"; exit 1; } && \
+	cmp -s $$tmp/nova.conf $(NOVA_SAMPLE_CONFIG) || { echo "stale $(NOVA_SAMPLE_CONFIG) (run make generate)"; exit 1; }
 	@echo "generated files are current"
 
 .PHONY: lint  ## ruff, buf lint/format, and buf breaking against main
@@ -49,9 +56,13 @@ lint: venv
 test: lint check-generated
 	$(BIN)/python -m pytest
 
-.PHONY: demo  ## Run the backend on the shipped mock HMC and drive a lifecycle for two hosts
+.PHONY: demo  ## Backend on the shipped mock HMC; nova-compute calls through DPMDriver for two hosts
 demo: venv
-	$(BIN)/python -m dpm_backend.demo
+	$(BIN)/python -m dpm_frontend.demo
+
+.PHONY: bench  ## Measure HMC requests per operation, the gRPC hop and many hosts (writes bench/results.json)
+bench: venv
+	OS_NOVA_DISABLE_EVENTLET_PATCHING=1 $(BIN)/python -m bench
 
 .PHONY: install-guest-tools  ## Install the guest image tools into DESTDIR (default /)
 install-guest-tools:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# nova-compute runs in native threading mode (gRPC cannot run under eventlet);
+# this must be set before anything imports nova.
+os.environ['OS_NOVA_DISABLE_EVENTLET_PATCHING'] = '1'
+
 from collections.abc import Iterator
 from pathlib import Path
 

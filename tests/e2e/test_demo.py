@@ -1,4 +1,4 @@
-"""`make demo` runs the whole lifecycle for two hosts and leaves nothing running."""
+"""`make demo` drives nova-compute's calls through the driver for two hosts and stops."""
 
 from __future__ import annotations
 
@@ -6,22 +6,23 @@ import subprocess
 import sys
 
 
-def test_demo_drives_both_hosts_and_stops_the_backend():
+def test_demo_drives_both_hosts_through_the_driver_and_stops_the_backend():
     result = subprocess.run(
-        [sys.executable, '-m', 'dpm_backend.demo'],
+        [sys.executable, '-m', 'dpm_frontend.demo'],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     for host in ('cpc1', 'cpc10'):
-        assert f'######## host {host}' in out
-        assert f'partition_name: "OpenStack-{host}-' in out
-    assert out.count('== Spawn (2 NICs, FC boot)') == 2
-    assert 'boot_os_specific_parameters: "' in out
+        assert f'######## nova-compute for host {host}: dpm_frontend.driver.DPMDriver' in out
+    assert out.count('== spawn (NICs, kernel cmdline, FC boot, start)') == 2
     assert '| HMC POST /api/partitions/' in out and '/operations/start -> ok' in out
-    assert out.count('NOT_FOUND: instance') == 2
-    assert 'backend exited with 0' in out and 'logged off 1 HMC sessions' in out
+    assert out.count("-> {'VCPU': 8, 'MEMORY_MB': 16384}") == 2
+    assert out.count('-> running') >= 2 and out.count('-> shutdown') == 2
+    assert out.count('InstanceNotFound') == 2
+    assert 'dpm-backend exited with 0' in out and 'logged off 1 HMC sessions' in out
     assert 'Demo finished' in out
+    assert 'Traceback' not in out + result.stderr

@@ -1,0 +1,169 @@
+"""The driver's one connection to dpm-backend: channel, deadlines, retries, errors.
+
+Every call has a deadline. Idempotent calls are retried a bounded number of
+times while the backend answers UNAVAILABLE (or sheds load); then the driver
+reports itself not ready. gRPC statuses become the Nova exceptions the compute
+manager knows how to handle; no other module of the driver sees grpc.RpcError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from oslo_log import log as logging
+
+from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from nova import exception
+
+LOG = logging.getLogger(__name__)
+
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+RETRYABLE_REASONS = frozenset({'BACKEND_BUSY'})
+# Reasons that another host might not have: Nova reschedules on these.
+RESCHEDULE_REASONS = frozenset(
+    {'HOST_CAPACITY_EXCEEDED', 'CPC_NOT_USABLE', 'STORAGE_PATH_UNSUPPORTED'}
+)
+# Reasons no retry or other host can fix: Nova aborts the build.
+REFUSAL_REASONS = frozenset(
+    {
+        'INVALID_FIELD',
+        'IMAGE_BOOT_UNSUPPORTED',
+        'VIF_UNSUPPORTED',
+        'TOO_MANY_NICS',
+        'CMDLINE_TOO_LONG',
+        'BOOT_VOLUME_UNUSABLE',
+    }
+)
+
+
+class DPMBackendError(exception.NovaException):
+    msg_fmt = 'dpm-backend: %(reason)s'
+
+
+class BackendFailure:
+    """What the backend said about a failed call, decoded once."""
+
+    def __init__(self, error: grpc.RpcError) -> None:
+        self.code = error.code() if hasattr(error, 'code') else grpc.StatusCode.UNKNOWN
+        self.details = (error.details() if hasattr(error, 'details') else None) or str(error)
+        self.reason = ''
+        self.metadata: dict[str, str] = {}
+        status = rpc_status.from_call(error) if hasattr(error, 'trailing_metadata') else None
+        for detail in status.details if status else ():
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                self.reason = info.reason
+                self.metadata = dict(info.metadata)
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES or self.reason in RETRYABLE_REASONS
+
+
+def to_nova_exception(
+    failure: BackendFailure,
+    instance_uuid: str | None,
+    failure_type: Callable[..., Exception] | None = None,
+) -> Exception:
+    """The Nova exception for a failed call (``failure_type`` for the rest)."""
+    message = failure.details
+    if failure.reason == 'INSTANCE_NOT_FOUND' and instance_uuid:
+        return exception.InstanceNotFound(instance_id=instance_uuid)
+    if failure.retryable:
+        return exception.VirtDriverNotReady()
+    if failure.reason in RESCHEDULE_REASONS:
+        return exception.ComputeResourcesUnavailable(reason=message)
+    if failure.reason in REFUSAL_REASONS or failure.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return exception.InvalidInput(reason=message)
+    if failure.reason == 'HOST_NOT_FOUND':
+        return DPMBackendError(
+            reason=f'{message}; [DEFAULT]host must be one of the hosts in the '
+            "backend's [backend] hosts"
+        )
+    if failure.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return DPMBackendError(reason=f'{message} (check [dpm] token_file and TLS files)')
+    if failure_type is not None:
+        return failure_type(message)
+    return DPMBackendError(reason=f'{failure.code.name}: {message}')
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, 'rb') as stream:
+        return stream.read()
+
+
+def open_channel(conf) -> grpc.Channel:
+    """A channel to the backend as ``[dpm]`` describes it."""
+    target = conf.dpm.backend
+    if target.startswith('unix:') or not conf.dpm.tls_ca_file:
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(conf.dpm.tls_ca_file),
+        private_key=_read(conf.dpm.tls_key_file),
+        certificate_chain=_read(conf.dpm.tls_cert_file),
+    )
+    return grpc.secure_channel(target, credentials)
+
+
+class BackendClient:
+    """DPMHost calls with a deadline each, bounded retries, Nova exceptions."""
+
+    def __init__(self, channel: grpc.Channel, conf, sleep: Callable[[float], None] = time.sleep):
+        self._channel = channel
+        self._stub = pb_grpc.DPMHostStub(channel)
+        self._conf = conf
+        self._sleep = sleep
+        token = _read(conf.dpm.token_file)
+        self._metadata = (('authorization', 'Bearer ' + token.decode().strip()),) if token else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def call(
+        self,
+        method: str,
+        request: Any,
+        deadline: float,
+        idempotent: bool,
+        instance_uuid: str | None = None,
+        failure_type: Callable[..., Exception] | None = None,
+    ) -> Any:
+        """Call ``method``; retry while retryable and idempotent; map errors."""
+        rpc = getattr(self._stub, method)
+        attempts = 1 + (self._conf.dpm.unavailable_retries if idempotent else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                return rpc(request, timeout=deadline, metadata=self._metadata)
+            except grpc.RpcError as error:
+                failure = BackendFailure(error)
+            if failure.retryable and attempt < attempts:
+                LOG.warning(
+                    'dpm-backend %(method)s: %(code)s (%(details)s); retry %(n)d of %(max)d',
+                    {
+                        'method': method,
+                        'code': failure.code.name,
+                        'details': failure.details,
+                        'n': attempt,
+                        'max': attempts - 1,
+                    },
+                )
+                self._sleep(self._conf.dpm.retry_interval)
+                continue
+            LOG.debug(
+                'dpm-backend %(method)s failed: %(code)s %(reason)s %(details)s',
+                {
+                    'method': method,
+                    'code': failure.code.name,
+                    'reason': failure.reason,
+                    'details': failure.details,
+                },
+            )
+            raise to_nova_exception(failure, instance_uuid, failure_type)
+        raise AssertionError('unreachable')  # pragma: no cover

@@ -1,0 +1,467 @@
+"""DPMDriver: Nova's compute driver for IBM Z / LinuxONE partitions in DPM mode.
+
+A thin client: each Nova call becomes one DPMHost call to the dpm-backend that
+serves this Nova host (``[DEFAULT]host``), with a deadline. The backend does
+all HMC work; this module translates and maps errors. What DPM cannot do keeps
+the base class behaviour (NotImplementedError, which the compute manager
+handles) and a capability flag of False.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+
+import os_resource_classes as orc
+from nova.conf import CONF
+from nova.context import get_admin_context
+from nova.objects import fields as obj_fields
+from oslo_log import log as logging
+from oslo_serialization import jsonutils
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_frontend import client as client_mod
+from dpm_frontend import conf as dpm_conf
+from dpm_frontend import translate
+from nova import exception
+from nova import objects
+from nova.virt import driver
+from nova.virt import hardware
+
+LOG = logging.getLogger(__name__)
+dpm_conf.register_opts(CONF)
+
+# Node uuids are derived from the host name: stable across restarts of
+# nova-compute and of the backend, distinct per host.
+NODE_NAMESPACE = uuid.UUID('7d3c5e8a-2f4b-4c1d-9e6a-0b1c2d3e4f50')
+# How long a host status read by get_available_resource is reused by the
+# update_provider_tree call of the same resource-tracker pass.
+STATUS_REUSE_SECONDS = 10
+
+
+def _eventlet_patched() -> bool:
+    """Whether this process runs under eventlet monkey patching."""
+    from nova import monkey_patch
+
+    if monkey_patch.is_patched():
+        return True
+    eventlet = sys.modules.get('eventlet.patcher')
+    return bool(eventlet and eventlet.is_monkey_patched('socket'))
+
+
+class DPMDriver(driver.ComputeDriver):
+    """Nova instances as DPM partitions, through dpm-backend."""
+
+    capabilities = {
+        **driver.ComputeDriver.capabilities,
+        # DPM partitions have no local disk and consume no Glance image.
+        'has_imagecache': False,
+        'supports_attach_interface': False,
+        'supports_multiattach': False,
+        'supports_extend_volume': False,
+        'supports_evacuate': False,
+        'supports_migrate_to_same_host': False,
+        'supports_trusted_certs': False,
+    }
+
+    def __init__(self, virtapi, read_only=False):
+        super().__init__(virtapi)
+        self._client: client_mod.BackendClient | None = None
+        self._client_lock = threading.Lock()
+        self._status: tuple[float, pb.HostStatus] | None = None
+
+    # -- plumbing ---------------------------------------------------------
+
+    @property
+    def _host(self) -> str:
+        return CONF.host
+
+    @property
+    def client(self) -> client_mod.BackendClient:
+        with self._client_lock:
+            if self._client is None:
+                self._client = client_mod.BackendClient(client_mod.open_channel(CONF), CONF)
+            return self._client
+
+    def _call(self, method, request, deadline, idempotent=True, instance=None, failure=None):
+        return self.client.call(
+            method,
+            request,
+            deadline,
+            idempotent,
+            instance_uuid=instance.uuid if instance is not None else None,
+            failure_type=failure,
+        )
+
+    def _ids(self, instance) -> dict:
+        return {'host': self._host, 'instance_uuid': instance.uuid}
+
+    def _host_status(self, reuse: bool = False) -> pb.HostStatus:
+        if reuse and self._status and time.monotonic() - self._status[0] < STATUS_REUSE_SECONDS:
+            return self._status[1]
+        reply = self._call(
+            'GetHostStatus', pb.GetHostStatusRequest(host=self._host), CONF.dpm.read_deadline
+        )
+        self._status = (time.monotonic(), reply.status)
+        return reply.status
+
+    @property
+    def _node_uuid(self) -> str:
+        return str(uuid.uuid5(NODE_NAMESPACE, self._host))
+
+    # -- host -------------------------------------------------------------
+
+    def init_host(self, host):
+        if _eventlet_patched():
+            raise exception.NovaException(
+                'The DPM driver needs nova-compute in native threading mode: gRPC '
+                'does not work under eventlet monkey patching. Set [DEFAULT] '
+                'concurrency_backend = threading (or OS_NOVA_DISABLE_EVENTLET_PATCHING=1).'
+            )
+        try:
+            status = self._host_status()
+        except exception.VirtDriverNotReady:
+            raise client_mod.DPMBackendError(
+                reason=f'dpm-backend at {CONF.dpm.backend} (or its HMC) cannot be reached; '
+                'check that the backend runs and [dpm] backend names its socket'
+            ) from None
+        except exception.ComputeResourcesUnavailable as exc:
+            raise client_mod.DPMBackendError(
+                reason=f'host {host} cannot run instances: {exc}'
+            ) from None
+        LOG.info(
+            'DPM host %(host)s: CPC %(cpc)s, %(vcpus)d IFLs, %(mem)d MiB, storage path %(path)s',
+            {
+                'host': host,
+                'cpc': status.cpc_name,
+                'vcpus': status.vcpus_total,
+                'mem': status.memory_mb_total,
+                'path': pb.StoragePath.Name(status.storage_path),
+            },
+        )
+
+    def cleanup_host(self, host):
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def get_available_nodes(self, refresh=False):
+        return [self._host]
+
+    def node_is_available(self, nodename):
+        return nodename == self._host
+
+    def get_nodenames_by_uuid(self, refresh=False):
+        return {self._node_uuid: self._host}
+
+    def get_host_ip_addr(self):
+        return CONF.my_ip
+
+    def get_available_resource(self, nodename):
+        status = self._host_status()
+        return {
+            'vcpus': status.vcpus_total,
+            'memory_mb': status.memory_mb_total,
+            'local_gb': 0,
+            'vcpus_used': status.vcpus_used,
+            'memory_mb_used': status.memory_mb_used,
+            'local_gb_used': 0,
+            'hypervisor_type': status.hypervisor_type,
+            'hypervisor_version': status.hypervisor_version,
+            'hypervisor_hostname': nodename,
+            'cpu_info': jsonutils.dumps({'arch': status.cpu_arch, 'model': status.cpc_name}),
+            'disk_available_least': 0,
+            'supported_instances': [
+                (
+                    obj_fields.Architecture.S390X,
+                    obj_fields.HVType.PRSM,
+                    obj_fields.VMMode.HVM,
+                )
+            ],
+            'numa_topology': None,
+            'uuid': self._node_uuid,
+        }
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        status = self._host_status(reuse=True)
+        inventory = provider_tree.data(nodename).inventory
+        ratios = self._get_allocation_ratios(inventory)
+        # No DISK_GB: DPM partitions have no local disk.
+        provider_tree.update_inventory(
+            nodename,
+            {
+                orc.VCPU: {
+                    'total': status.vcpus_total,
+                    'min_unit': 1,
+                    'max_unit': status.vcpus_total,
+                    'step_size': 1,
+                    'allocation_ratio': ratios[orc.VCPU],
+                    'reserved': CONF.reserved_host_cpus,
+                },
+                orc.MEMORY_MB: {
+                    'total': status.memory_mb_total,
+                    'min_unit': 1,
+                    'max_unit': status.memory_mb_total,
+                    'step_size': 1,
+                    'allocation_ratio': ratios[orc.MEMORY_MB],
+                    'reserved': CONF.reserved_host_memory_mb,
+                },
+            },
+        )
+
+    # -- instances: reading ----------------------------------------------
+
+    def _instances(self) -> list[pb.InstanceInfo]:
+        reply = self._call(
+            'ListInstances', pb.ListInstancesRequest(host=self._host), CONF.dpm.read_deadline
+        )
+        return list(reply.instances)
+
+    def list_instance_uuids(self):
+        return [info.instance_uuid for info in self._instances()]
+
+    def list_instances(self):
+        uuids = self.list_instance_uuids()
+        if not uuids:
+            return []
+        # Nova compares these with instance.name, which only Nova's database knows.
+        found = objects.InstanceList.get_by_filters(
+            get_admin_context(), {'uuid': uuids}, expected_attrs=[]
+        )
+        return [instance.name for instance in found]
+
+    def get_num_instances(self):
+        return len(self.list_instance_uuids())
+
+    def _info(self, instance) -> pb.InstanceInfo:
+        reply = self._call(
+            'GetInstanceInfo',
+            pb.GetInstanceInfoRequest(**self._ids(instance)),
+            CONF.dpm.read_deadline,
+            instance=instance,
+        )
+        return reply.info
+
+    def get_info(self, instance, use_cache=True):
+        info = self._info(instance)
+        if info.power_state == pb.POWER_STATE_CRASHED:
+            LOG.warning('Partition status is %s', info.partition_status, instance=instance)
+        return hardware.InstanceInfo(state=translate.power_state_of(info))
+
+    def instance_exists(self, instance):
+        try:
+            self._info(instance)
+        except exception.InstanceNotFound:
+            return False
+        return True
+
+    # -- instances: building ---------------------------------------------
+
+    def prepare_for_spawn(self, instance):
+        """Create the partition and its vHBAs: Nova asks for the connector next."""
+        translate.refuse_image_boot(instance)
+        reply = self._call(
+            'PrepareInstance',
+            pb.PrepareInstanceRequest(**self._ids(instance), flavor=translate.flavor(instance)),
+            CONF.dpm.prepare_deadline,
+            instance=instance,
+        )
+        self._store_wwpns(instance, list(reply.wwpns))
+
+    def prepare_networks_before_block_device_mapping(self, instance, network_info):
+        translate.check_vifs(instance, network_info)
+
+    def failed_spawn_cleanup(self, instance):
+        self._destroy(instance)
+
+    def _store_wwpns(self, instance, wwpns: list[str]) -> None:
+        value = ','.join(wwpns)
+        if instance.system_metadata.get(translate.WWPNS_KEY) != value:
+            instance.system_metadata[translate.WWPNS_KEY] = value
+            instance.save()
+
+    def get_volume_connector(self, instance):
+        wwpns = translate.stored_wwpns(instance)
+        if wwpns is None:
+            reply = self._call(
+                'GetVolumeConnector',
+                pb.GetVolumeConnectorRequest(**self._ids(instance)),
+                CONF.dpm.read_deadline,
+                instance=instance,
+            )
+            wwpns = list(reply.wwpns)
+            self._store_wwpns(instance, wwpns)
+        return translate.connector(instance.uuid, wwpns)
+
+    def _neutron_failed(self, event_name, instance):
+        LOG.error('Neutron reported failure on event %s', event_name, instance=instance)
+        if CONF.vif_plugging_is_fatal:
+            raise exception.VirtualInterfaceCreateException()
+
+    def spawn(
+        self,
+        context,
+        instance,
+        image_meta,
+        injected_files,
+        admin_password,
+        allocations,
+        network_info=None,
+        block_device_info=None,
+        power_on=True,
+        accel_info=None,
+    ):
+        translate.refuse_image_boot(instance)
+        translate.check_vifs(instance, network_info)
+        wwpns = self.get_volume_connector(instance)['wwpns']
+        boot_volume = translate.boot_volume(block_device_info, wwpns)
+        if boot_volume is None:
+            raise exception.InstanceUnacceptable(
+                instance_id=instance.uuid,
+                reason='no fibre channel boot volume (boot_index 0) in the block device mapping',
+            )
+        timeout = CONF.vif_plugging_timeout
+        events = (
+            [
+                ('network-vif-plugged', vif['id'])
+                for vif in network_info or []
+                if vif.get('active', True) is False
+            ]
+            if power_on and timeout
+            else []
+        )
+        request = pb.SpawnRequest(
+            **self._ids(instance),
+            flavor=translate.flavor(instance),
+            nics=translate.nics(network_info),
+            boot_volume=boot_volume,
+            leave_stopped=bool(events) or not power_on,
+        )
+        try:
+            with self.virtapi.wait_for_instance_event(
+                instance, events, timeout=timeout, error_callback=self._neutron_failed
+            ):
+                # networking-dpm sees the NICs once they exist on the HMC and
+                # then reports the ports plugged; the partition starts after.
+                self._call('Spawn', request, CONF.dpm.spawn_deadline, instance=instance)
+        except exception.InstanceEventTimeout:
+            if CONF.vif_plugging_is_fatal:
+                raise exception.VirtualInterfaceCreateException() from None
+            LOG.warning('Ports not reported plugged in time; starting anyway', instance=instance)
+        if events:
+            self.power_on(context, instance, network_info, block_device_info)
+
+    # -- instances: lifecycle -------------------------------------------
+
+    def _destroy(self, instance) -> bool:
+        reply = self._call(
+            'Destroy',
+            pb.DestroyRequest(**self._ids(instance)),
+            CONF.dpm.power_deadline,
+            instance=instance,
+        )
+        return reply.existed
+
+    def destroy(
+        self,
+        context,
+        instance,
+        network_info,
+        block_device_info=None,
+        destroy_disks=True,
+        destroy_secrets=True,
+    ):
+        # The WWPNs stay in system_metadata: Nova asks for the connector
+        # after this to detach the volumes.
+        if not self._destroy(instance):
+            LOG.info('Partition already gone', instance=instance)
+
+    def cleanup(
+        self,
+        context,
+        instance,
+        network_info,
+        block_device_info=None,
+        destroy_disks=True,
+        migrate_data=None,
+        destroy_vifs=True,
+        destroy_secrets=True,
+    ):
+        self._destroy(instance)
+
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        # DPM stops a partition hard: there is no graceful shutdown request.
+        self._call(
+            'PowerOff',
+            pb.PowerOffRequest(**self._ids(instance)),
+            CONF.dpm.power_deadline,
+            instance=instance,
+            failure=lambda m: exception.InstancePowerOffFailure(reason=m),
+        )
+
+    def power_on(
+        self,
+        context,
+        instance,
+        network_info,
+        block_device_info=None,
+        accel_info=None,
+        share_info=None,
+    ):
+        self._call(
+            'PowerOn',
+            pb.PowerOnRequest(**self._ids(instance)),
+            CONF.dpm.power_deadline,
+            instance=instance,
+            failure=lambda m: exception.InstancePowerOnFailure(reason=m),
+        )
+
+    def reboot(
+        self,
+        context,
+        instance,
+        network_info,
+        reboot_type,
+        block_device_info=None,
+        bad_volumes_callback=None,
+        accel_info=None,
+        share_info=None,
+    ):
+        if reboot_type != 'HARD':
+            LOG.info('DPM has no soft reboot; rebooting hard', instance=instance)
+        self._call(
+            'Reboot',
+            pb.RebootRequest(**self._ids(instance)),
+            CONF.dpm.power_deadline,
+            idempotent=False,
+            instance=instance,
+            failure=lambda m: exception.InstanceRebootFailure(reason=m),
+        )
+
+    # -- volumes --------------------------------------------------------
+
+    def _check_fc_volume(self, connection_info, instance) -> None:
+        kind = (connection_info or {}).get('driver_volume_type')
+        if kind != translate.FIBRE_CHANNEL:
+            raise exception.VolumeDriverNotFound(driver_type=kind)
+        # The vHBAs exist for the partition's lifetime and the SAN side zones
+        # and masks the LUN: nothing to do on the HMC but check the partition.
+        self._info(instance)
+
+    def attach_volume(
+        self,
+        context,
+        connection_info,
+        instance,
+        mountpoint,
+        disk_bus=None,
+        device_type=None,
+        encryption=None,
+    ):
+        self._check_fc_volume(connection_info, instance)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint, encryption=None):
+        self._check_fc_volume(connection_info, instance)

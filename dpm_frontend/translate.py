@@ -1,0 +1,137 @@
+"""Nova objects -> DPMHost requests, and DPMHost replies -> Nova values.
+
+Pure functions: no backend call, no configuration. What DPM cannot do is
+refused here with an exception Nova does not reschedule.
+"""
+
+from __future__ import annotations
+
+from nova.compute import power_state
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from nova import exception
+
+DPM_VSWITCH = 'dpm_vswitch'
+FIBRE_CHANNEL = 'fibre_channel'
+MAX_NICS = 12
+# instance.system_metadata key holding the vHBA WWPNs: Nova asks for the volume
+# connector after destroy, when the HMC no longer knows them.
+WWPNS_KEY = 'dpm_wwpns'
+
+POWER_STATES = {
+    pb.POWER_STATE_RUNNING: power_state.RUNNING,
+    pb.POWER_STATE_SHUTDOWN: power_state.SHUTDOWN,
+    pb.POWER_STATE_CRASHED: power_state.CRASHED,
+    pb.POWER_STATE_UNSPECIFIED: power_state.NOSTATE,
+}
+
+
+def flavor(instance) -> pb.Flavor:
+    return pb.Flavor(vcpus=instance.flavor.vcpus, memory_mb=instance.flavor.memory_mb)
+
+
+def refuse_image_boot(instance) -> None:
+    """DPM partitions boot from FC volumes; an image-backed server cannot run."""
+    if instance.image_ref:
+        raise exception.InstanceUnacceptable(
+            instance_id=instance.uuid,
+            reason='DPM partitions can only boot from a fibre channel volume: create '
+            'the server from a volume (block device mapping with boot_index 0)',
+        )
+
+
+def check_vifs(instance, network_info) -> None:
+    """Refuse VIFs DPM cannot attach, before anything is built for them."""
+    vifs = list(network_info or [])
+    if len(vifs) > MAX_NICS:
+        raise exception.InstanceUnacceptable(
+            instance_id=instance.uuid,
+            reason=f'{len(vifs)} ports requested; a DPM partition gets at most {MAX_NICS}',
+        )
+    for vif in vifs:
+        if vif['type'] != DPM_VSWITCH:
+            raise exception.InstanceUnacceptable(
+                instance_id=instance.uuid,
+                reason=f'port {vif["id"]} has VIF type {vif["type"]!r}; only '
+                f'{DPM_VSWITCH} (networking-dpm) ports can be attached',
+            )
+        details = vif.get('details') or {}
+        if details.get('vlan') is not None:
+            raise exception.InstanceUnacceptable(
+                instance_id=instance.uuid,
+                reason=f'port {vif["id"]} is on VLAN {details["vlan"]}; DPM virtual '
+                'switches carry flat networks only',
+            )
+        if not details.get('object_id'):
+            raise exception.InstanceUnacceptable(
+                instance_id=instance.uuid,
+                reason=f'port {vif["id"]} names no virtual switch (VIF details object_id)',
+            )
+
+
+def nics(network_info) -> list[pb.Nic]:
+    result = []
+    for vif in network_info or []:
+        details = vif.get('details') or {}
+        nic = pb.Nic(
+            port_id=vif['id'],
+            mac=vif['address'] or '',
+            vif_type=vif['type'] or '',
+            vswitch_object_id=str(details.get('object_id', '')),
+        )
+        if details.get('vlan') is not None:
+            nic.vlan = int(details['vlan'])
+        result.append(nic)
+    return result
+
+
+def root_volume_connection(block_device_info) -> dict | None:
+    """connection_info of the boot volume (boot_index 0), or None."""
+    mappings = (block_device_info or {}).get('block_device_mapping') or []
+    for bdm in mappings:
+        if bdm.get('boot_index') == 0:
+            return bdm.get('connection_info')
+    return None
+
+
+def boot_volume(block_device_info, connector_wwpns: list[str]) -> pb.FcBootVolume | None:
+    """The FC boot volume of the instance, or None for an image boot."""
+    connection = root_volume_connection(block_device_info)
+    if connection is None:
+        return None
+    if connection.get('driver_volume_type') != FIBRE_CHANNEL:
+        raise exception.InvalidInput(
+            reason=f'the boot volume is attached through '
+            f'{connection.get("driver_volume_type")!r}; DPM boots from fibre_channel only'
+        )
+    data = connection.get('data') or {}
+    mapping = data.get('initiator_target_map')
+    if not mapping:
+        # Drivers without a map expose every target to every initiator.
+        targets = data.get('target_wwn') or []
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        mapping = {wwpn: targets for wwpn in connector_wwpns}
+    lun = data.get('target_lun', 0)
+    if isinstance(lun, list):
+        lun = lun[0] if lun else 0
+    return pb.FcBootVolume(
+        target_lun=int(lun),
+        initiator_target_map=[
+            pb.InitiatorTargets(initiator_wwpn=initiator, target_wwpns=list(targets))
+            for initiator, targets in mapping.items()
+        ],
+    )
+
+
+def connector(instance_uuid: str, wwpns: list[str]) -> dict:
+    """The volume connector Cinder's FC drivers read (the original's format)."""
+    return {'wwpns': list(wwpns), 'host': instance_uuid}
+
+
+def stored_wwpns(instance) -> list[str] | None:
+    value = (instance.system_metadata or {}).get(WWPNS_KEY)
+    return value.split(',') if value else None
+
+
+def power_state_of(info: pb.InstanceInfo) -> int:
+    return POWER_STATES.get(info.power_state, power_state.NOSTATE)

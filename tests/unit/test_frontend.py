@@ -1,0 +1,476 @@
+"""The driver against a grpc_testing channel: translation, deadlines, error mapping.
+
+The test plays the backend: it takes each RPC the driver makes from the testing
+channel, checks the request and the deadline, and answers with a reply or with
+the status the real backend would send.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import threading
+import uuid
+from unittest import mock
+
+import grpc
+import grpc_testing
+import pytest
+from nova.compute import power_state
+from nova.conf import CONF
+from nova.network import model as network_model
+
+from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_backend import errors
+from dpm_frontend import client as client_mod
+from dpm_frontend import driver as driver_mod
+from dpm_frontend import translate
+from nova import exception
+from nova import objects
+from nova.virt import fake
+
+objects.register_all()
+SERVICE = pb.DESCRIPTOR.services_by_name['DPMHost']
+HOST = 'cpc1'
+VSWITCH = '5a9b2c3d-7e8f-4a1b-9c2d-3e4f5a6b7c01'
+WWPNS = ['c05076ffe5000001', 'c05076ffe5000002']
+TARGET = '500507680b2142e5'
+
+
+class DeadlineRecorder:
+    """A channel wrapper recording the method, timeout and metadata of each call.
+
+    (grpc.intercept_channel passes arguments grpc_testing's channel lacks.)
+    """
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.calls = []
+
+    def unary_unary(self, method, *args, **kwargs):
+        inner = self.channel.unary_unary(method, *args, **kwargs)
+
+        def call(request, timeout=None, metadata=None, **rest):
+            self.calls.append((method.rsplit('/', 1)[-1], timeout, metadata))
+            return inner(request, timeout=timeout, metadata=metadata, **rest)
+
+        return call
+
+    def close(self):
+        self.channel.close()
+
+
+class Backend:
+    """Answers the driver's RPCs on a grpc_testing channel."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def _take(self, method):
+        """The next call of ``method``; fails instead of hanging if none comes."""
+        taken = queue.Queue()
+        descriptor = SERVICE.methods_by_name[method]
+        threading.Thread(
+            target=lambda: taken.put(self.channel.take_unary_unary(descriptor)), daemon=True
+        ).start()
+        try:
+            return taken.get(timeout=10)
+        except queue.Empty:
+            raise AssertionError(f'the driver never called {method}') from None
+
+    def answer(self, method, response=None, error: errors.DPMError | None = None):
+        _, request, rpc = self._take(method)
+        if error is None:
+            rpc.terminate(response, (), grpc.StatusCode.OK, '')
+        else:
+            status = error.to_status()
+            rpc.terminate(None, status.trailing_metadata, status.code, status.details)
+        return request
+
+
+@pytest.fixture
+def harness(tmp_path):
+    CONF.set_override('host', HOST)
+    CONF.set_override('retry_interval', 0, group='dpm')
+    token = tmp_path / 'token'
+    token.write_text('s3cr3t-token\n')
+    CONF.set_override('token_file', str(token), group='dpm')
+    channel = grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
+    recorder = DeadlineRecorder(channel)
+    drv = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    drv._client = client_mod.BackendClient(recorder, CONF)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    yield drv, Backend(channel), recorder, pool
+    pool.shutdown(wait=False)
+    CONF.clear_override('host')
+    CONF.clear_override('retry_interval', group='dpm')
+    CONF.clear_override('token_file', group='dpm')
+
+
+def make_instance(image_ref='', wwpns=None, **flavor):
+    sysmeta = {translate.WWPNS_KEY: ','.join(wwpns)} if wwpns else {}
+    return objects.Instance(
+        uuid=str(uuid.uuid4()),
+        image_ref=image_ref,
+        system_metadata=sysmeta,
+        flavor=objects.Flavor(vcpus=flavor.get('vcpus', 2), memory_mb=flavor.get('mem', 2048)),
+    )
+
+
+def vif(port_id=None, vif_type='dpm_vswitch', details=None, active=True, mac='fa:16:3e:00:00:01'):
+    return network_model.VIF(
+        id=port_id or str(uuid.uuid4()),
+        address=mac,
+        type=vif_type,
+        details={'object_id': VSWITCH} if details is None else details,
+        active=active,
+    )
+
+
+def info(instance, state=pb.POWER_STATE_RUNNING):
+    return pb.InstanceInfo(instance_uuid=instance.uuid, power_state=state)
+
+
+@pytest.mark.parametrize(
+    ('state', 'nova_state'),
+    [
+        (pb.POWER_STATE_RUNNING, power_state.RUNNING),
+        (pb.POWER_STATE_SHUTDOWN, power_state.SHUTDOWN),
+        (pb.POWER_STATE_CRASHED, power_state.CRASHED),
+        (pb.POWER_STATE_UNSPECIFIED, power_state.NOSTATE),
+    ],
+)
+def test_get_info_maps_power_states_with_the_read_deadline_and_token(harness, state, nova_state):
+    drv, backend, recorder, pool = harness
+    instance = make_instance()
+    future = pool.submit(drv.get_info, instance)
+    request = backend.answer(
+        'GetInstanceInfo', pb.GetInstanceInfoResponse(info=info(instance, state))
+    )
+    assert future.result(5).state == nova_state
+    assert (request.host, request.instance_uuid) == (HOST, instance.uuid)
+    (method, timeout, metadata) = recorder.calls[0]
+    assert method == 'GetInstanceInfo' and timeout == CONF.dpm.read_deadline
+    assert ('authorization', 'Bearer s3cr3t-token') in metadata
+
+
+def test_missing_partition_is_instance_not_found(harness):
+    drv, backend, _, pool = harness
+    instance = make_instance()
+    future = pool.submit(drv.get_info, instance)
+    backend.answer('GetInstanceInfo', error=errors.instance_not_found(HOST, instance.uuid))
+    with pytest.raises(exception.InstanceNotFound):
+        future.result(5)
+    future = pool.submit(drv.instance_exists, instance)
+    backend.answer('GetInstanceInfo', error=errors.instance_not_found(HOST, instance.uuid))
+    assert future.result(5) is False
+
+
+def unavailable():
+    return errors.from_hmc(__import__('zhmcclient').ConnectionError('down', None), 'list')
+
+
+def test_idempotent_calls_are_retried_while_unavailable_then_not_ready(harness):
+    drv, backend, recorder, pool = harness
+    future = pool.submit(drv.list_instance_uuids)
+    for _ in range(1 + CONF.dpm.unavailable_retries):
+        backend.answer('ListInstances', error=unavailable())
+    with pytest.raises(exception.VirtDriverNotReady):
+        future.result(5)
+    assert len(recorder.calls) == 1 + CONF.dpm.unavailable_retries
+
+
+def test_a_retry_that_succeeds_returns_the_answer(harness):
+    drv, backend, _, pool = harness
+    future = pool.submit(drv.list_instance_uuids)
+    backend.answer('ListInstances', error=errors.backend_busy(16))
+    backend.answer(
+        'ListInstances',
+        pb.ListInstancesResponse(instances=[pb.InstanceInfo(instance_uuid='u1')]),
+    )
+    assert future.result(5) == ['u1']
+
+
+def test_reboot_is_not_retried_and_failures_name_the_operation(harness):
+    drv, backend, recorder, pool = harness
+    instance = make_instance()
+    future = pool.submit(drv.reboot, None, instance, [], 'HARD')
+    backend.answer('Reboot', error=unavailable())
+    with pytest.raises(exception.VirtDriverNotReady):
+        future.result(5)
+    assert [c[0] for c in recorder.calls] == ['Reboot']
+    assert recorder.calls[0][1] == CONF.dpm.power_deadline
+    future = pool.submit(drv.power_off, instance)
+    backend.answer('PowerOff', error=errors.hmc_timeout('stop partition'))
+    with pytest.raises(exception.InstancePowerOffFailure, match='did not finish in time'):
+        future.result(5)
+
+
+def test_prepare_for_spawn_creates_the_partition_and_persists_the_wwpns(harness):
+    drv, backend, recorder, pool = harness
+    instance = make_instance(vcpus=3, mem=4096)
+    with mock.patch.object(objects.Instance, 'save') as save:
+        future = pool.submit(drv.prepare_for_spawn, instance)
+        request = backend.answer('PrepareInstance', pb.PrepareInstanceResponse(wwpns=WWPNS))
+        future.result(5)
+        assert (request.flavor.vcpus, request.flavor.memory_mb) == (3, 4096)
+        assert recorder.calls[0][1] == CONF.dpm.prepare_deadline
+        assert instance.system_metadata[translate.WWPNS_KEY] == ','.join(WWPNS)
+        save.assert_called_once_with()
+        # The connector now needs no backend call, also after destroy or a restart.
+        assert drv.get_volume_connector(instance) == {'wwpns': WWPNS, 'host': instance.uuid}
+    assert len(recorder.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ('error', 'nova_error'),
+    [
+        (errors.capacity_exceeded(HOST, 'full'), exception.ComputeResourcesUnavailable),
+        (
+            errors.storage_path_unsupported(HOST, 'CPCZ14', 'x'),
+            exception.ComputeResourcesUnavailable,
+        ),
+        (errors.invalid_field('flavor.vcpus', 'bad'), exception.InvalidInput),
+        (errors.host_not_found(HOST), client_mod.DPMBackendError),
+    ],
+)
+def test_prepare_errors_become_exceptions_nova_handles(harness, error, nova_error):
+    drv, backend, _, pool = harness
+    future = pool.submit(drv.prepare_for_spawn, make_instance())
+    backend.answer('PrepareInstance', error=error)
+    with pytest.raises(nova_error) as caught:
+        future.result(5)
+    if nova_error is client_mod.DPMBackendError:
+        assert '[DEFAULT]host' in str(caught.value)
+
+
+def test_image_boot_is_refused_before_any_call(harness):
+    drv, _, recorder, _ = harness
+    with pytest.raises(exception.InstanceUnacceptable, match='fibre channel volume'):
+        drv.prepare_for_spawn(make_instance(image_ref='cedef40a-ed67-4d10-800e-17455edce175'))
+    assert recorder.calls == []
+
+
+@pytest.mark.parametrize(
+    ('vifs', 'words'),
+    [
+        ([vif(vif_type='ovs')], 'only dpm_vswitch'),
+        ([vif(details={'object_id': VSWITCH, 'vlan': 100})], 'VLAN 100'),
+        ([vif(details={})], 'virtual switch'),
+        ([vif(mac=f'fa:16:3e:00:00:{i:02x}') for i in range(13)], 'at most 12'),
+    ],
+)
+def test_vifs_dpm_cannot_attach_are_refused_before_any_call(harness, vifs, words):
+    drv, _, recorder, _ = harness
+    with pytest.raises(exception.InstanceUnacceptable, match=words):
+        drv.prepare_networks_before_block_device_mapping(
+            make_instance(), network_model.NetworkInfo(vifs)
+        )
+    assert recorder.calls == []
+
+
+def bdi(data):
+    return {
+        'block_device_mapping': [
+            {
+                'boot_index': 0,
+                'connection_info': {'driver_volume_type': 'fibre_channel', 'data': data},
+            }
+        ]
+    }
+
+
+def test_spawn_translates_ports_and_the_fc_boot_volume(harness):
+    drv, backend, recorder, pool = harness
+    instance = make_instance(wwpns=WWPNS)
+    vifs = [vif(mac='fa:16:3e:00:00:01'), vif(mac='fa:16:3e:00:00:02')]
+    data = {'target_lun': 5, 'initiator_target_map': {WWPNS[0]: [TARGET], WWPNS[1]: [TARGET]}}
+    CONF.set_override('vif_plugging_timeout', 0)
+    try:
+        future = pool.submit(
+            drv.spawn,
+            None,
+            instance,
+            None,
+            [],
+            None,
+            {},
+            network_model.NetworkInfo(vifs),
+            bdi(data),
+        )
+        request = backend.answer('Spawn', pb.SpawnResponse(info=info(instance)))
+        future.result(5)
+    finally:
+        CONF.clear_override('vif_plugging_timeout')
+    assert [(n.port_id, n.mac, n.vif_type, n.vswitch_object_id) for n in request.nics] == [
+        (v['id'], v['address'], 'dpm_vswitch', VSWITCH) for v in vifs
+    ]
+    assert not any(n.HasField('vlan') for n in request.nics)
+    assert request.boot_volume.target_lun == 5
+    assert {
+        m.initiator_wwpn: list(m.target_wwpns) for m in request.boot_volume.initiator_target_map
+    } == data['initiator_target_map']
+    assert request.leave_stopped is False
+    assert (request.flavor.vcpus, request.flavor.memory_mb) == (2, 2048)
+    assert [c[:2] for c in recorder.calls] == [('Spawn', CONF.dpm.spawn_deadline)]
+
+
+def test_boot_volume_without_a_map_is_mapped_from_the_connector():
+    volume = translate.boot_volume(bdi({'target_lun': [7], 'target_wwn': TARGET}), WWPNS)
+    assert volume.target_lun == 7
+    assert {m.initiator_wwpn: list(m.target_wwpns) for m in volume.initiator_target_map} == {
+        w: [TARGET] for w in WWPNS
+    }
+    assert translate.boot_volume({}, WWPNS) is None
+    with pytest.raises(exception.InvalidInput, match='iscsi'):
+        translate.boot_volume(
+            {
+                'block_device_mapping': [
+                    {
+                        'boot_index': 0,
+                        'connection_info': {'driver_volume_type': 'iscsi', 'data': {}},
+                    }
+                ]
+            },
+            WWPNS,
+        )
+
+
+def test_spawn_waiting_for_ports_leaves_the_partition_stopped_then_powers_on(harness):
+    drv, backend, recorder, pool = harness
+    instance = make_instance(wwpns=WWPNS)
+    port = str(uuid.uuid4())
+    CONF.set_override('vif_plugging_timeout', 30)
+    try:
+        future = pool.submit(
+            drv.spawn,
+            None,
+            instance,
+            None,
+            [],
+            None,
+            {},
+            network_model.NetworkInfo([vif(port_id=port, active=False)]),
+            bdi({'target_lun': 1, 'target_wwn': [TARGET]}),
+        )
+        spawn = backend.answer('Spawn', pb.SpawnResponse(info=info(instance)))
+        backend.answer('PowerOn', pb.PowerOnResponse(info=info(instance)))
+        future.result(5)
+    finally:
+        CONF.clear_override('vif_plugging_timeout')
+    assert spawn.leave_stopped is True
+    assert [c[0] for c in recorder.calls] == ['Spawn', 'PowerOn']
+
+
+def test_resources_come_from_the_cpc_subset_without_disk(harness):
+    drv, backend, recorder, pool = harness
+    status = pb.HostStatus(
+        host=HOST,
+        cpc_name='CPCZ13',
+        hypervisor_type='PRSM',
+        hypervisor_version=2013001,
+        cpu_arch='s390x',
+        vcpus_total=8,
+        vcpus_used=2,
+        memory_mb_total=16384,
+        memory_mb_used=4096,
+    )
+    future = pool.submit(drv.get_available_resource, HOST)
+    backend.answer('GetHostStatus', pb.GetHostStatusResponse(status=status))
+    resources = future.result(5)
+    assert (resources['vcpus'], resources['memory_mb'], resources['local_gb']) == (8, 16384, 0)
+    assert (resources['vcpus_used'], resources['memory_mb_used']) == (2, 4096)
+    assert resources['hypervisor_type'] == 'PRSM'
+    assert resources['supported_instances'] == [('s390x', 'prsm', 'hvm')]
+    assert resources['uuid'] == next(iter(drv.get_nodenames_by_uuid()))
+
+    from nova.compute import provider_tree
+
+    tree = provider_tree.ProviderTree()
+    tree.new_root(HOST, resources['uuid'])
+    CONF.set_override('cpu_allocation_ratio', 2.0)
+    CONF.set_override('reserved_host_memory_mb', 1024)
+    try:
+        drv.update_provider_tree(tree, HOST)  # reuses the status just read
+    finally:
+        CONF.clear_override('cpu_allocation_ratio')
+        CONF.clear_override('reserved_host_memory_mb')
+    inventory = tree.data(HOST).inventory
+    assert set(inventory) == {'VCPU', 'MEMORY_MB'}
+    assert (inventory['VCPU']['total'], inventory['VCPU']['allocation_ratio']) == (8, 2.0)
+    assert (inventory['MEMORY_MB']['total'], inventory['MEMORY_MB']['reserved']) == (16384, 1024)
+    assert [c[0] for c in recorder.calls] == ['GetHostStatus']
+
+
+def test_node_uuid_is_stable_and_per_host():
+    first = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    second = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    CONF.set_override('host', 'cpc1')
+    try:
+        cpc1 = first.get_nodenames_by_uuid()
+        assert cpc1 == second.get_nodenames_by_uuid()  # a restarted driver agrees
+        assert list(cpc1.values()) == ['cpc1']
+        CONF.set_override('host', 'cpc10')
+        cpc10 = first.get_nodenames_by_uuid()
+        assert list(cpc10.values()) == ['cpc10'] and set(cpc10).isdisjoint(cpc1)
+    finally:
+        CONF.clear_override('host')
+
+
+def test_init_host_refuses_eventlet_mode_with_how_to_switch(monkeypatch):
+    from nova import monkey_patch
+
+    monkeypatch.setattr(monkey_patch, 'is_patched', lambda: True)
+    drv = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    with pytest.raises(exception.NovaException, match='concurrency_backend = threading'):
+        drv.init_host(HOST)
+
+
+def test_capabilities_are_honest():
+    caps = driver_mod.DPMDriver.capabilities
+    for name in (
+        'supports_attach_interface',
+        'supports_multiattach',
+        'supports_evacuate',
+        'supports_extend_volume',
+        'has_imagecache',
+    ):
+        assert caps[name] is False
+    assert not any(v for k, v in caps.items() if k.startswith('supports_image_type_'))
+
+
+@pytest.mark.parametrize('name', ['dpm.DPMDriver', 'dpm.driver.DPMDriver'])
+def test_nova_loads_the_driver_by_the_seed_names_from_the_installed_shim(name):
+    import nova.virt.dpm
+    from nova.virt import driver as virt_driver
+
+    loaded = virt_driver.load_compute_driver(fake.FakeVirtAPI(), name)
+    assert isinstance(loaded, driver_mod.DPMDriver)
+    # The shim comes from the installed wheel inside nova's own package tree.
+    assert 'site-packages' in nova.virt.dpm.__file__
+
+
+def test_nova_sample_config_lists_every_dpm_option():
+    import pathlib
+
+    from dpm_frontend import conf as dpm_conf
+
+    sample = pathlib.Path(__file__).parents[2] / 'deploy' / 'nova-dpm.conf.sample'
+    text = sample.read_text()
+    assert '[dpm]' in text
+    for _, opts in dpm_conf.list_opts():
+        for opt in opts:
+            assert f'#{opt.dest} =' in text, opt.dest
+
+
+def test_init_host_says_what_is_wrong_with_the_backend_or_the_cpc(harness):
+    drv, backend, _, pool = harness
+    future = pool.submit(drv.init_host, HOST)
+    for _ in range(1 + CONF.dpm.unavailable_retries):
+        backend.answer('GetHostStatus', error=unavailable())
+    with pytest.raises(client_mod.DPMBackendError, match=r'\[dpm\] backend'):
+        future.result(5)
+    future = pool.submit(drv.init_host, HOST)
+    backend.answer('GetHostStatus', error=errors.cpc_not_usable(HOST, 'CPC X is not in DPM mode'))
+    with pytest.raises(client_mod.DPMBackendError, match='not in DPM mode'):
+        future.result(5)
