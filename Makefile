@@ -13,7 +13,8 @@ help:
 	@grep -E '^\.PHONY: [a-z-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) +## (.*)/  \1\t\2/' | expand -t 24
 
 # Not editable: the nova/virt/dpm shim only works when installed into nova's tree.
-# Tests and tools still import dpm_* from the working tree (it comes first on sys.path).
+# Tests, tools and the config generator import dpm_* from the working tree (it comes
+# first on sys.path; PYTHONPATH=. where a console script runs).
 $(BIN)/.installed: requirements-dev.txt pyproject.toml $(wildcard nova/virt/dpm/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
@@ -27,15 +28,15 @@ venv: $(BIN)/.installed
 .PHONY: generate  ## Regenerate the protobuf stubs and the sample config
 generate: venv
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_FILES)
-	$(BIN)/oslo-config-generator --namespace dpm_backend --output-file $(SAMPLE_CONFIG)
-	$(BIN)/oslo-config-generator --namespace dpm_frontend --output-file $(NOVA_SAMPLE_CONFIG)
+	PYTHONPATH=. $(BIN)/oslo-config-generator --namespace dpm_backend --output-file $(SAMPLE_CONFIG)
+	PYTHONPATH=. $(BIN)/oslo-config-generator --namespace dpm_frontend --output-file $(NOVA_SAMPLE_CONFIG)
 
 .PHONY: check-generated  ## Fail if the committed stubs or sample config are stale
 check-generated: venv
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_FILES) && \
-	$(BIN)/oslo-config-generator --namespace dpm_backend --output-file $$tmp/sample.conf && \
-	$(BIN)/oslo-config-generator --namespace dpm_frontend --output-file $$tmp/nova.conf && \
+	PYTHONPATH=. $(BIN)/oslo-config-generator --namespace dpm_backend --output-file $$tmp/sample.conf && \
+	PYTHONPATH=. $(BIN)/oslo-config-generator --namespace dpm_frontend --output-file $$tmp/nova.conf && \
 	for f in $$(cd $$tmp && find dpm_api -type f); do \
 	  cmp -s $$tmp/$$f $$f || { echo "stale generated file: $$f (run make generate)"; exit 1; }; done && \
 	cmp -s $$tmp/sample.conf $(SAMPLE_CONFIG) || { echo "stale $(SAMPLE_CONFIG) (run make generate)"; exit 1; } && \

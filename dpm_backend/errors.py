@@ -41,7 +41,7 @@ class DPMError(Exception):
     """A failed DPMHost operation with its gRPC code and ErrorInfo reason."""
 
     def __init__(
-        self, code: grpc.StatusCode, reason: int | str, message: str, **metadata: object
+        self, code: grpc.StatusCode, reason: int, message: str, **metadata: object
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -51,8 +51,6 @@ class DPMError(Exception):
 
     @property
     def reason_name(self) -> str:
-        if isinstance(self.reason, str):
-            return self.reason
         return pb.ErrorReason.Name(self.reason).removeprefix('ERROR_REASON_')
 
     def to_status(self) -> grpc.Status:
@@ -181,7 +179,7 @@ def hmc_timeout(action: str) -> DPMError:
 def instance_busy(host: str, instance_uuid: str) -> DPMError:
     return DPMError(
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        pb.ERROR_REASON_HMC_TIMEOUT,
+        pb.ERROR_REASON_INSTANCE_BUSY,
         f'another call for instance {instance_uuid} on host {host} was still waiting '
         'for the HMC when the deadline passed',
         host=host,
@@ -190,8 +188,8 @@ def instance_busy(host: str, instance_uuid: str) -> DPMError:
 
 
 # ErrorInfo reasons of the caller checks in the server (not HMC facts).
-REASON_UNAUTHENTICATED = 'UNAUTHENTICATED'
-REASON_PERMISSION_DENIED = 'PERMISSION_DENIED'
+REASON_UNAUTHENTICATED = pb.ERROR_REASON_UNAUTHENTICATED
+REASON_PERMISSION_DENIED = pb.ERROR_REASON_PERMISSION_DENIED
 
 
 def unauthenticated(why: str) -> DPMError:

@@ -27,6 +27,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_HMC_TIMEOUT: _ClassVar[ErrorReason]
     ERROR_REASON_HMC_ERROR: _ClassVar[ErrorReason]
     ERROR_REASON_BACKEND_BUSY: _ClassVar[ErrorReason]
+    ERROR_REASON_UNAUTHENTICATED: _ClassVar[ErrorReason]
+    ERROR_REASON_PERMISSION_DENIED: _ClassVar[ErrorReason]
+    ERROR_REASON_INSTANCE_BUSY: _ClassVar[ErrorReason]
 
 class PowerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -58,6 +61,9 @@ ERROR_REASON_HMC_UNAVAILABLE: ErrorReason
 ERROR_REASON_HMC_TIMEOUT: ErrorReason
 ERROR_REASON_HMC_ERROR: ErrorReason
 ERROR_REASON_BACKEND_BUSY: ErrorReason
+ERROR_REASON_UNAUTHENTICATED: ErrorReason
+ERROR_REASON_PERMISSION_DENIED: ErrorReason
+ERROR_REASON_INSTANCE_BUSY: ErrorReason
 POWER_STATE_UNSPECIFIED: PowerState
 POWER_STATE_RUNNING: PowerState
 POWER_STATE_SHUTDOWN: PowerState

@@ -45,6 +45,11 @@ class DPMHostStub:
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
     marked idempotent.
     DEADLINE_EXCEEDED    the HMC did not finish within the call's deadline.
+    ABORTED              the HMC reported a conflicting operation (HTTP 409
+    other than a wrong partition status); retry later.
+    UNAUTHENTICATED      a token is required and none or an unknown one was
+    sent (metadata "authorization: Bearer <token>").
+    PERMISSION_DENIED    the token is valid for other hosts only.
     """
 
     def __init__(self, channel):
@@ -125,6 +130,11 @@ class DPMHostServicer:
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
     marked idempotent.
     DEADLINE_EXCEEDED    the HMC did not finish within the call's deadline.
+    ABORTED              the HMC reported a conflicting operation (HTTP 409
+    other than a wrong partition status); retry later.
+    UNAUTHENTICATED      a token is required and none or an unknown one was
+    sent (metadata "authorization: Bearer <token>").
+    PERMISSION_DENIED    the token is valid for other hosts only.
     """
 
     def GetHostStatus(self, request, context):
@@ -315,6 +325,11 @@ class DPMHost:
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
     marked idempotent.
     DEADLINE_EXCEEDED    the HMC did not finish within the call's deadline.
+    ABORTED              the HMC reported a conflicting operation (HTTP 409
+    other than a wrong partition status); retry later.
+    UNAUTHENTICATED      a token is required and none or an unknown one was
+    sent (metadata "authorization: Bearer <token>").
+    PERMISSION_DENIED    the token is valid for other hosts only.
     """
 
     @staticmethod
