@@ -202,6 +202,11 @@ class SessionPool:
     def sessions_created(self) -> int:
         return len(self._all)
 
+    def has_free_session(self) -> bool:
+        """Whether a checkout now would not wait (a hint: another thread may take it)."""
+        with self._lock:
+            return not self._idle.empty() or len(self._all) < self._config.pool_size
+
     def logged_on_session_ids(self) -> list[str]:
         """HMC session ids this pool holds open."""
         with self._lock:

@@ -31,6 +31,8 @@ CPC_PROPERTIES = (
 )
 # Read with the partition list in the same request (HMC 2.16 additional-properties).
 SIZE_PROPERTIES = ('ifl-processors', 'initial-memory')
+# The adapter port a virtual switch connects (for the kernel command line).
+VSWITCH_PROPERTIES = ('port',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +67,13 @@ def hypervisor_version(se_version: str) -> int:
 
 
 class CpcFactsCache:
-    """CPC facts per CPC, shared by all hosts of the backend, reused for a TTL."""
+    """CPC facts and virtual switch ports per CPC, shared by all hosts, reused for a TTL."""
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
         self._facts: dict[str, CpcFacts] = {}
+        # cpc object id -> (fetched at, virtual switch object id -> adapter port)
+        self._vswitches: dict[str, tuple[float, dict[str, int]]] = {}
         self._lock = threading.Lock()
 
     def get(self, client: zhmcclient.Client, object_id: str, fresh: bool = False) -> CpcFacts:
@@ -94,6 +98,33 @@ class CpcFactsCache:
         with self._lock:
             self._facts[object_id] = facts
         return facts
+
+    def peek(self, object_id: str) -> CpcFacts | None:
+        """The cached facts if still young; no HMC request."""
+        cached = self._facts.get(object_id)
+        if cached and time.monotonic() - cached.fetched_at < self._ttl:
+            return cached
+        return None
+
+    def vswitch_port(self, client: zhmcclient.Client, cpc_object_id: str, object_id: str) -> int:
+        """The adapter port of a virtual switch of the CPC; KeyError if it has none such.
+
+        All virtual switches of the CPC are listed in one request and reused
+        for the TTL; a switch not in the list is looked for once more.
+        """
+        now = time.monotonic()
+        fetched_at, ports = self._vswitches.get(cpc_object_id, (0.0, {}))
+        if object_id in ports and now - fetched_at < self._ttl:
+            return ports[object_id]
+        cpc = client.cpcs.resource_object(cpc_object_id)
+        listed = cpc.virtual_switches.list(additional_properties=list(VSWITCH_PROPERTIES))
+        ports = {
+            vswitch.uri.rsplit('/', 1)[-1]: int(vswitch.properties.get('port', 0) or 0)
+            for vswitch in listed
+        }
+        with self._lock:
+            self._vswitches[cpc_object_id] = (now, ports)
+        return ports[object_id]
 
 
 class Host:
@@ -142,19 +173,23 @@ class Host:
         if facts.storage_management:
             raise errors.storage_path_unsupported(self.name, facts.name, STORAGE_MANAGEMENT_FEATURE)
 
+    def cached_facts(self) -> CpcFacts | None:
+        """The CPC facts if the cache holds young ones; no HMC request."""
+        return self._cpc_facts.peek(self.config.cpc_object_id)
+
     def usable_facts(self, client: zhmcclient.Client) -> CpcFacts:
         facts = self.facts(client)
         self.check_cpc(facts)
         return facts
 
     def partitions(
-        self, client: zhmcclient.Client, with_sizes: bool = False
+        self, client: zhmcclient.Client, properties: tuple[str, ...] = ()
     ) -> dict[str, zhmcclient.Partition]:
-        """This host's partitions by instance uuid, in one HMC request."""
+        """This host's partitions by instance uuid, with ``properties``; one HMC request."""
         prefix = naming.partition_name_prefix(self.name)
         found = self.cpc(client).partitions.list(
             filter_args={'name': naming.partition_list_filter(prefix, exact=False)},
-            additional_properties=list(SIZE_PROPERTIES) if with_sizes else None,
+            additional_properties=list(properties) or None,
         )
         owned = {}
         for partition in found:
@@ -164,35 +199,34 @@ class Host:
         return owned
 
     def find_partition(
-        self, client: zhmcclient.Client, instance_uuid: str
+        self,
+        client: zhmcclient.Client,
+        instance_uuid: str,
+        properties: tuple[str, ...] = SIZE_PROPERTIES,
     ) -> zhmcclient.Partition | None:
-        """The instance's partition (with status and sizes), or None; one HMC request."""
+        """The instance's partition (with status and ``properties``), or None; one HMC request."""
         name = naming.partition_name(self.name, instance_uuid)
         for partition in self.cpc(client).partitions.list(
             filter_args={'name': naming.partition_list_filter(name, exact=True)},
-            additional_properties=list(SIZE_PROPERTIES),
+            additional_properties=list(properties),
         ):
             if partition.name == name:
                 return partition
         return None
 
-    def get_partition(self, client: zhmcclient.Client, instance_uuid: str) -> zhmcclient.Partition:
-        partition = self.find_partition(client, instance_uuid)
+    def get_partition(
+        self,
+        client: zhmcclient.Client,
+        instance_uuid: str,
+        properties: tuple[str, ...] = SIZE_PROPERTIES,
+    ) -> zhmcclient.Partition:
+        partition = self.find_partition(client, instance_uuid, properties)
         if partition is None:
             raise errors.instance_not_found(self.name, instance_uuid)
         return partition
 
-    def usage(self, client: zhmcclient.Client) -> Usage:
-        partitions = self.partitions(client, with_sizes=True).values()
-        return Usage(
-            vcpus=sum(int(p.prop('ifl-processors', 0)) for p in partitions),
-            memory_mb=sum(int(p.prop('initial-memory', 0)) for p in partitions),
-            count=len(partitions),
-        )
-
-    def check_capacity(self, client: zhmcclient.Client, vcpus: int, memory_mb: int) -> None:
+    def check_capacity(self, used: Usage, vcpus: int, memory_mb: int) -> None:
         """RESOURCE_EXHAUSTED unless the subset can hold one more partition this size."""
-        used = self.usage(client)
         if used.vcpus + vcpus > self.config.max_processors:
             raise errors.capacity_exceeded(
                 self.name,
@@ -205,3 +239,22 @@ class Host:
                 f'{memory_mb} MiB requested, {used.memory_mb} of '
                 f'{self.config.max_memory} MiB in use',
             )
+
+    def vswitch_port(self, client: zhmcclient.Client, object_id: str) -> int:
+        """The adapter port behind a virtual switch of this host's CPC."""
+        try:
+            return self._cpc_facts.vswitch_port(client, self.config.cpc_object_id, object_id)
+        except KeyError:
+            raise errors.hmc_object_not_found(
+                f'virtual switch {object_id} on the CPC of host {self.name}'
+            ) from None
+
+
+def usage_of(sizes) -> Usage:
+    """What partitions with ``(ifl-processors, initial-memory)`` sizes use together."""
+    sizes = list(sizes)
+    return Usage(
+        vcpus=sum(vcpus for vcpus, _ in sizes),
+        memory_mb=sum(memory for _, memory in sizes),
+        count=len(sizes),
+    )

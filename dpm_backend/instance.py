@@ -22,16 +22,25 @@ from dpm_backend import cmdline
 from dpm_backend import errors
 from dpm_backend import naming
 from dpm_backend import states
+from dpm_backend.host import SIZE_PROPERTIES
 from dpm_backend.host import Host
+from dpm_backend.host import usage_of
 from dpm_backend.validation import Flavor
 from dpm_backend.validation import SpawnSpec
 
 LOG = logging.getLogger(__name__)
 
-NIC_PROPERTIES = ('device-number',)
-HBA_PROPERTIES = ('wwpn',)
-VSWITCH_PROPERTIES = ('port', 'backing-adapter-uri')
+NIC_PROPERTIES = ('name', 'device-number')
+HBA_PROPERTIES = ('name', 'wwpn', 'device-number')
 CMDLINE_PROPERTY = 'boot-os-specific-parameters'
+# Read with the partition lookup of prepare, spawn and the connector, so its
+# NICs and vHBAs are known without another request.
+DEVICE_LIST_PROPERTIES = (*SIZE_PROPERTIES, 'hba-uris', 'nic-uris')
+# NIC device numbers are chosen here (Create NIC accepts one), so that the
+# command line needs no GET per NIC. A qeth NIC takes three consecutive device
+# numbers (the guest groups devno..devno+2); the search starts at this one.
+FIRST_NIC_DEVICE_NUMBER = 0x1000
+QETH_DEVICE_NUMBERS = 3
 
 
 class Deadline:
@@ -65,6 +74,18 @@ class Info:
     @property
     def power_state(self) -> int:
         return states.power_state(self.status)
+
+
+def info_of_row(instance_uuid: str, row) -> Info:
+    """Info from a partition snapshot row; no HMC request."""
+    return Info(
+        instance_uuid=instance_uuid,
+        partition_name=row.name,
+        partition_object_id=row.uri.rsplit('/', 1)[-1],
+        status=row.status,
+        vcpus=row.ifl_processors,
+        memory_mb=row.initial_memory,
+    )
 
 
 def info_of(instance_uuid: str, partition: zhmcclient.Partition) -> Info:
@@ -158,11 +179,25 @@ def _ensure_stopped(partition: zhmcclient.Partition, deadline: Deadline) -> None
         _stop(partition, deadline)
 
 
+def _devices(manager, uri_property: str, properties: tuple[str, ...]) -> list:
+    """The partition's NICs or vHBAs with ``properties``: one GET each.
+
+    The partition's list of them was read with the partition itself
+    (DEVICE_LIST_PROPERTIES, or recorded when this backend created it).
+    """
+    partition = manager.partition
+    if uri_property not in partition.properties:
+        partition.pull_properties([uri_property])
+    devices = []
+    for uri in partition.properties[uri_property] or []:
+        device = manager.resource_object(uri)
+        device.pull_properties(list(properties))
+        devices.append(device)
+    return devices
+
+
 def _hbas_by_name(partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
-    hbas = partition.hbas.list()
-    for hba in hbas:
-        hba.pull_properties(list(HBA_PROPERTIES))
-    return {hba.name: hba for hba in hbas}
+    return {hba.name: hba for hba in _devices(partition.hbas, 'hba-uris', HBA_PROPERTIES)}
 
 
 def _ensure_hbas(host: Host, partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
@@ -191,18 +226,27 @@ def _wwpns(hbas: dict[str, zhmcclient.Hba]) -> list[str]:
 def _ensure_partition(
     client: zhmcclient.Client, host: Host, instance_uuid: str, flavor: Flavor
 ) -> tuple[zhmcclient.Partition, bool]:
-    """The instance's partition, created (within the host's limits) if missing."""
+    """The instance's partition, created (within the host's limits) if missing.
+
+    One list of the host's partitions, read fresh, finds it and measures the
+    host's usage for the capacity check.
+    """
     facts = host.usable_facts(client)
     host.require_vhba_path(facts)
     with host.create_lock:
-        partition = host.find_partition(client, instance_uuid)
+        owned = host.partitions(client, DEVICE_LIST_PROPERTIES)
+        partition = owned.get(instance_uuid)
         if partition is not None:
             return partition, False
-        host.check_capacity(client, flavor.vcpus, flavor.memory_mb)
+        used = usage_of(
+            (int(p.prop('ifl-processors', 0) or 0), int(p.prop('initial-memory', 0) or 0))
+            for p in owned.values()
+        )
+        host.check_capacity(used, flavor.vcpus, flavor.memory_mb)
         properties = _partition_properties(host, instance_uuid, flavor)
         partition = host.cpc(client).partitions.create(properties)
-    # A new partition is stopped; record it instead of asking the HMC.
-    partition.update_properties_local({'status': states.STOPPED})
+    # A new partition is stopped and has no devices; record it instead of asking the HMC.
+    partition.update_properties_local({'status': states.STOPPED, 'hba-uris': [], 'nic-uris': []})
     LOG.info('Created partition %s', properties['name'])
     return partition, True
 
@@ -276,30 +320,30 @@ def prepare(
 
 
 def volume_connector(client: zhmcclient.Client, host: Host, instance_uuid: str) -> list[str]:
-    partition = host.get_partition(client, instance_uuid)
+    partition = host.get_partition(client, instance_uuid, DEVICE_LIST_PROPERTIES)
     return _wwpns(_hbas_by_name(partition))
 
 
 def _vswitch_ports(host: Host, client: zhmcclient.Client, spec: SpawnSpec) -> dict[str, int]:
-    """The adapter port behind each virtual switch the NICs use."""
-    cpc_uri = host.cpc(client).uri
-    ports: dict[str, int] = {}
-    for nic in spec.nics:
-        object_id = nic.vswitch_object_id
-        if object_id in ports:
+    """The adapter port behind each virtual switch the NICs use (cached per CPC)."""
+    return {
+        nic.vswitch_object_id: host.vswitch_port(client, nic.vswitch_object_id) for nic in spec.nics
+    }
+
+
+def _free_device_numbers(used: set[int], count: int) -> list[str]:
+    """``count`` qeth device numbers whose three subchannels are all free."""
+    chosen: list[str] = []
+    number = FIRST_NIC_DEVICE_NUMBER
+    while len(chosen) < count:
+        span = set(range(number, number + QETH_DEVICE_NUMBERS))
+        if span & used:
+            number += 1
             continue
-        vswitch = host.cpc(client).virtual_switches.resource_object(object_id)
-        try:
-            vswitch.pull_properties(['parent', *VSWITCH_PROPERTIES])
-        except zhmcclient.CeasedExistence:
-            raise errors.hmc_object_not_found(f'virtual switch {object_id}') from None
-        parent = vswitch.prop('parent', cpc_uri)
-        if parent != cpc_uri:
-            raise errors.hmc_object_not_found(
-                f'virtual switch {object_id} on the CPC of host {host.name}'
-            )
-        ports[object_id] = int(vswitch.prop('port', 0))
-    return ports
+        chosen.append(f'{number:04X}')
+        used |= span
+        number += QETH_DEVICE_NUMBERS
+    return chosen
 
 
 def _ensure_nics(
@@ -307,24 +351,36 @@ def _ensure_nics(
     partition: zhmcclient.Partition,
     spec: SpawnSpec,
     vswitch_ports: dict[str, int],
+    hbas: dict[str, zhmcclient.Hba],
     created: list[zhmcclient.Nic],
 ) -> list[cmdline.NicToken]:
     """Create the missing NICs; return their command-line tokens in request order."""
-    existing = {nic.name: nic for nic in partition.nics.list()}
+    existing = {nic.name: nic for nic in _devices(partition.nics, 'nic-uris', NIC_PROPERTIES)}
+    used: set[int] = set()
+    for hba in hbas.values():
+        if hba.properties.get('device-number'):
+            used.add(int(hba.properties['device-number'], 16))
+    for nic in existing.values():
+        first = int(nic.prop('device-number'), 16)
+        used.update(range(first, first + QETH_DEVICE_NUMBERS))
+    missing = [n for n in spec.nics if naming.nic_name(n.port_id) not in existing]
+    free = iter(_free_device_numbers(used, len(missing)))
     tokens = []
     for nic_spec in spec.nics:
         name = naming.nic_name(nic_spec.port_id)
         nic = existing.get(name)
         if nic is None:
+            device_number = next(free)
             nic = partition.nics.create(
                 {
                     'name': name,
                     'description': naming.nic_description(host.name, nic_spec.mac),
                     'virtual-switch-uri': naming.virtual_switch_uri(nic_spec.vswitch_object_id),
+                    'device-number': device_number,
                 }
             )
+            nic.update_properties_local({'device-number': device_number})
             created.append(nic)
-        nic.pull_properties(list(NIC_PROPERTIES))
         tokens.append(
             cmdline.NicToken(
                 device_number=nic.prop('device-number'),
@@ -364,7 +420,7 @@ def spawn(
             _stop(partition, deadline)
         hbas = _ensure_hbas(host, partition)
         ports = _vswitch_ports(host, client, spec)
-        tokens = _ensure_nics(host, partition, spec, ports, created_nics)
+        tokens = _ensure_nics(host, partition, spec, ports, hbas, created_nics)
         value = cmdline.value(tokens)
         if not cmdline.fits(value):
             raise errors.cmdline_too_long(len(value), cmdline.MAX_LENGTH)
@@ -417,12 +473,17 @@ def reboot(client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: 
     return info_of(instance_uuid, partition)
 
 
-def get_info(client: zhmcclient.Client, host: Host, instance_uuid: str) -> Info:
-    return info_of(instance_uuid, host.get_partition(client, instance_uuid))
+def info_in(snapshot, host: Host, instance_uuid: str) -> Info:
+    """The instance's Info from a CPC snapshot; INSTANCE_NOT_FOUND if it has none."""
+    row = snapshot.rows.get(naming.partition_name(host.name, instance_uuid))
+    if row is None:
+        raise errors.instance_not_found(host.name, instance_uuid)
+    return info_of_row(instance_uuid, row)
 
 
-def list_infos(client: zhmcclient.Client, host: Host) -> list[Info]:
+def infos_in(snapshot, host: Host) -> list[Info]:
+    """The host's instances from a CPC snapshot."""
     return [
-        info_of(instance_uuid, partition)
-        for instance_uuid, partition in sorted(host.partitions(client).items())
+        info_of_row(instance_uuid, row)
+        for instance_uuid, row in sorted(snapshot.owned(host.name).items())
     ]

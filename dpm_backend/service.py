@@ -1,8 +1,11 @@
 """The DPMHost servicer: proto in, operation, proto out; nothing else.
 
 Each call is checked first (request fields, then the host name), so an invalid
-request never reaches the HMC. Then one HMC session is checked out of the pool
-for the operation, within the caller's deadline.
+request never reaches the HMC. The reads Nova repeats on a schedule (host
+status, instance list, instance info) are answered from a young partition
+snapshot of the host's CPC when there is one (no HMC session needed);
+otherwise one HMC session is checked out of the pool for the operation,
+within the caller's deadline.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend import errors
 from dpm_backend import instance
+from dpm_backend import naming
 from dpm_backend import validation
 from dpm_backend.hmc import PoolExhausted
 from dpm_backend.hmc import SessionPool
 from dpm_backend.host import Host
 from dpm_backend.host import hypervisor_version
+from dpm_backend.host import usage_of
 from dpm_backend.instance import Deadline
+from dpm_backend.snapshot import SNAPSHOT_MAX_AGE
+from dpm_backend.snapshot import Snapshots
 
 LOG = logging.getLogger(__name__)
 T = TypeVar('T')
@@ -62,6 +69,8 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         self._max_concurrent = max_concurrent_operations
         self._default_deadline = default_deadline
         self._instance_locks = instance.InstanceLocks()
+        # Partition snapshots per CPC, for the reads Nova repeats on a schedule.
+        self.snapshots = Snapshots()
 
     def _host(self, name: str) -> Host:
         host = self._hosts.get(name)
@@ -84,11 +93,20 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         response_type: type,
         check: Callable[[], object] = lambda: None,
         instance_uuid: str | None = None,
+        cached: Callable[[Host], object] = lambda host: None,
     ):
-        """Check the request, then run ``operation`` with a pooled HMC client."""
+        """Check the request, then run ``operation`` with a pooled HMC client.
+
+        ``cached`` may answer from what the backend holds (no HMC session
+        needed); ``instance_uuid`` names the instance a changing operation
+        works on: calls for it take turns, and snapshots forget it afterwards.
+        """
         try:
             check()
             host = self._host(host_name)
+            reply = cached(host)
+            if reply is not None:
+                return reply
             deadline = self._deadline(context)
             if not self._slots.acquire(blocking=False):
                 raise errors.backend_busy(self._max_concurrent)
@@ -97,7 +115,10 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
                     if instance_uuid is None:
                         return operation(client, host, deadline)
                     with self._instance_locks.hold(host.name, instance_uuid, deadline):
-                        return operation(client, host, deadline)
+                        try:
+                            return operation(client, host, deadline)
+                        finally:
+                            self.snapshots.mark(host.config.cpc_object_id, host.name, instance_uuid)
             finally:
                 self._slots.release()
         except zhmcclient.Error as exc:
@@ -119,50 +140,100 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         context.set_details(status.details)
         return response_type()
 
-    def GetHostStatus(self, request, context):
-        def operation(client, host, deadline):
-            facts = host.facts(client, fresh=True)
-            host.check_cpc(facts)
-            usage = host.usage(client)
-            return pb.GetHostStatusResponse(
-                status=pb.HostStatus(
-                    host=host.name,
-                    cpc_name=facts.name,
-                    cpc_object_id=facts.object_id,
-                    cpc_status=facts.status,
-                    hypervisor_type=HYPERVISOR_TYPE,
-                    hypervisor_version=hypervisor_version(facts.se_version),
-                    cpu_arch=CPU_ARCH,
-                    storage_path=(
-                        pb.STORAGE_PATH_STORAGE_GROUPS
-                        if facts.storage_management
-                        else pb.STORAGE_PATH_VHBA
-                    ),
-                    vcpus_total=host.config.max_processors,
-                    vcpus_used=usage.vcpus,
-                    memory_mb_total=host.config.max_memory,
-                    memory_mb_used=usage.memory_mb,
-                    instance_count=usage.count,
-                )
+    def _status(self, host: Host, facts, snapshot) -> pb.GetHostStatusResponse:
+        host.check_cpc(facts)
+        usage = usage_of(
+            (row.ifl_processors, row.initial_memory) for row in snapshot.owned(host.name).values()
+        )
+        return pb.GetHostStatusResponse(
+            status=pb.HostStatus(
+                host=host.name,
+                cpc_name=facts.name,
+                cpc_object_id=facts.object_id,
+                cpc_status=facts.status,
+                hypervisor_type=HYPERVISOR_TYPE,
+                hypervisor_version=hypervisor_version(facts.se_version),
+                cpu_arch=CPU_ARCH,
+                storage_path=(
+                    pb.STORAGE_PATH_STORAGE_GROUPS
+                    if facts.storage_management
+                    else pb.STORAGE_PATH_VHBA
+                ),
+                vcpus_total=host.config.max_processors,
+                vcpus_used=usage.vcpus,
+                memory_mb_total=host.config.max_memory,
+                memory_mb_used=usage.memory_mb,
+                instance_count=usage.count,
             )
+        )
+
+    def _held_snapshot(self, host: Host, key: str):
+        """A snapshot that answers without an HMC request, or None."""
+        cpc = host.config.cpc_object_id
+        snapshot = self.snapshots.cached(cpc, key)
+        if snapshot is None and not self._pool.has_free_session():
+            # Every session is busy (long jobs): do not queue a read behind them.
+            snapshot = self.snapshots.cached(cpc, key, max_age=SNAPSHOT_MAX_AGE)
+        return snapshot
+
+    def _snapshot(self, client, host: Host):
+        cpc = host.config.cpc_object_id
+        return self.snapshots.cached(cpc, host.name) or self.snapshots.take(client, cpc)
+
+    def GetHostStatus(self, request, context):
+        def cached(host):
+            facts = host.cached_facts()
+            snapshot = self._held_snapshot(host, host.name)
+            if facts is None or snapshot is None:
+                return None
+            return self._status(host, facts, snapshot)
+
+        def operation(client, host, deadline):
+            return self._status(host, host.facts(client), self._snapshot(client, host))
 
         return self._call(
-            context, 'get host status', request.host, operation, pb.GetHostStatusResponse
+            context,
+            'get host status',
+            request.host,
+            operation,
+            pb.GetHostStatusResponse,
+            cached=cached,
         )
 
     def ListInstances(self, request, context):
-        def operation(client, host, deadline):
-            infos = instance.list_infos(client, host)
+        def respond(host, snapshot):
+            infos = instance.infos_in(snapshot, host)
             return pb.ListInstancesResponse(instances=[_info(info) for info in infos])
 
+        def cached(host):
+            snapshot = self._held_snapshot(host, host.name)
+            return None if snapshot is None else respond(host, snapshot)
+
         return self._call(
-            context, 'list instances', request.host, operation, pb.ListInstancesResponse
+            context,
+            'list instances',
+            request.host,
+            lambda client, host, deadline: respond(host, self._snapshot(client, host)),
+            pb.ListInstancesResponse,
+            cached=cached,
         )
 
     def GetInstanceInfo(self, request, context):
-        def operation(client, host, deadline):
-            info = instance.get_info(client, host, request.instance_uuid)
+        def partition_name(host):
+            return naming.partition_name(host.name, request.instance_uuid)
+
+        def respond(host, snapshot):
+            info = instance.info_in(snapshot, host, request.instance_uuid)
             return pb.GetInstanceInfoResponse(info=_info(info))
+
+        def cached(host):
+            snapshot = self._held_snapshot(host, partition_name(host))
+            return None if snapshot is None else respond(host, snapshot)
+
+        def operation(client, host, deadline):
+            cpc = host.config.cpc_object_id
+            snapshot = self.snapshots.cached(cpc, partition_name(host))
+            return respond(host, snapshot or self.snapshots.take(client, cpc))
 
         return self._call(
             context,
@@ -171,6 +242,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             operation,
             pb.GetInstanceInfoResponse,
             check=lambda: validation.instance_uuid(request.instance_uuid),
+            cached=cached,
         )
 
     def PrepareInstance(self, request, context):

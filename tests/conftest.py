@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+
+# Nova's test packages set up threading mode (and forbid eventlet) on import;
+# collected first, they come before any test module that imports nova.
+import nova.tests.functional
+import nova.tests.unit  # noqa: F401
 import pytest
 from dpmtest import HostSpec
 from dpmtest import RequestLog

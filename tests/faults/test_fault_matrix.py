@@ -312,7 +312,9 @@ def test_password_stays_out_of_debug_logs_and_errors_on_fault_paths(
             details.append(caught.value.details() + repr(caught.value.trailing_metadata()))
             h.faults.disarm()
         prepare(h)
-        h.faults.arm(11, kind)  # the start of the spawn
+        # The start of the spawn: after the partition list, 2 vHBA GETs, the
+        # virtual switch list, 2 NIC creations and the update of the partition.
+        h.faults.arm(7, kind)
         with pytest.raises(grpc.RpcError) as caught:
             h.stub.Spawn(spawn_request(wwpns), timeout=T)
         details.append(caught.value.details())

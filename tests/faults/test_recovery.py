@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import grpc
@@ -276,18 +277,19 @@ def test_an_expired_session_is_unavailable_and_the_next_call_logs_on_anew(config
     faults = Faults()
     process.backend.pool.interceptors.append(faults)
     try:
-        request = pb.ListInstancesRequest(host=HOST)
-        process.stub.ListInstances(request, timeout=T)
+        # Destroy of a missing instance: a fresh HMC read every time (no snapshot).
+        request = pb.DestroyRequest(host=HOST, instance_uuid=str(uuid.uuid4()))
+        process.stub.Destroy(request, timeout=T)
         before = process.backend.pool.logged_on_session_ids()
         assert len(before) == 1
         faults.arm(0, 'session-expired')
         with pytest.raises(grpc.RpcError) as caught:
-            process.stub.ListInstances(request, timeout=T)
+            process.stub.Destroy(request, timeout=T)
         faults.disarm()
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert 'session expired' in caught.value.details()
         process.log.clear()
-        process.stub.ListInstances(request, timeout=T)
+        process.stub.Destroy(request, timeout=T)
         assert process.log.requests[0] == ('POST', '/api/sessions')
         after = process.backend.pool.logged_on_session_ids()
         assert len(after) == 1 and after != before

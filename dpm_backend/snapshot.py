@@ -1,0 +1,137 @@
+"""Short-lived partition snapshots, one per CPC, shared by every host on it.
+
+Nova asks each host, on a schedule, for its resources, its instance list and
+the power state of every instance. Answering each of those with its own HMC
+request costs O(instances) requests per host per cycle, and O(hosts) for
+hosts sharing a CPC. A snapshot is one ``List Partitions of a CPC`` request
+with the few properties those reads need (status and sizes); it serves every
+host of that CPC for ``SNAPSHOT_TTL`` seconds.
+
+While every HMC session of the pool is busy, a snapshot up to
+``SNAPSHOT_MAX_AGE`` seconds old answers, so that Nova's reads do not queue
+behind long start and stop jobs.
+
+What this backend changes makes the snapshot stale for exactly what changed:
+an operation on an instance marks its partition and its host when it ends
+(in success and failure alike), and a snapshot taken before that mark is not
+used for that partition (get_info) or host (list, usage) again. Operations
+that change state never read a snapshot: they read the partition fresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import zhmcclient
+
+from dpm_backend import naming
+
+# Seconds a snapshot is reused. Nova's periodic tasks run a minute or more
+# apart, so each cycle reads the HMC once; the hosts of one CPC, whose cycles
+# run at about the same time, share that read.
+SNAPSHOT_TTL = 5.0
+# While every HMC session is busy (long start/stop jobs), reads do not queue
+# behind them: an older snapshot, up to this many seconds, answers instead.
+SNAPSHOT_MAX_AGE = 60.0
+# Returned by List Partitions besides name and URI (HMC 2.16 additional-properties).
+SNAPSHOT_PROPERTIES = ('status', 'ifl-processors', 'initial-memory')
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One partition of a snapshot."""
+
+    name: str
+    uri: str
+    status: str
+    ifl_processors: int
+    initial_memory: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Every partition of one CPC, by name, as one List Partitions answered."""
+
+    rows: dict[str, Row]
+    # Marks up to this sequence number had happened before the list was asked for.
+    seen_marks: int
+    taken_at: float
+
+    def owned(self, host: str) -> dict[str, Row]:
+        """The host's partitions by instance uuid (names compared exactly)."""
+        owned = {}
+        for name, row in self.rows.items():
+            instance_uuid = naming.instance_uuid_of(host, name)
+            if instance_uuid is not None:
+                owned[instance_uuid] = row
+        return owned
+
+
+class Snapshots:
+    """The current snapshot of each CPC, and what this backend changed since."""
+
+    def __init__(self, ttl: float = SNAPSHOT_TTL) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._by_cpc: dict[str, Snapshot] = {}
+        self._marks = 0
+        # (cpc object id, host or partition name) -> sequence number of its last mark
+        self._marked: dict[tuple[str, str], int] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_cpc.clear()
+
+    def mark(self, cpc_object_id: str, host: str, instance_uuid: str) -> None:
+        """This backend changed (or tried to change) the instance's partition."""
+        with self._lock:
+            self._marks += 1
+            self._marked[(cpc_object_id, host)] = self._marks
+            self._marked[(cpc_object_id, naming.partition_name(host, instance_uuid))] = self._marks
+
+    def cached(
+        self, cpc_object_id: str, *keys: str, max_age: float | None = None
+    ) -> Snapshot | None:
+        """The CPC's snapshot if it is young and newer than every mark of ``keys``.
+
+        Young: taken less than the TTL (or ``max_age``) seconds ago.
+        """
+        max_age = self._ttl if max_age is None else max_age
+        with self._lock:
+            snapshot = self._by_cpc.get(cpc_object_id)
+            if snapshot is None or time.monotonic() - snapshot.taken_at >= max_age:
+                return None
+            for key in keys:
+                if self._marked.get((cpc_object_id, key), 0) > snapshot.seen_marks:
+                    return None
+            return snapshot
+
+    def take(self, client: zhmcclient.Client, cpc_object_id: str) -> Snapshot:
+        """List the CPC's partitions (one HMC request) and keep the result."""
+        with self._lock:
+            seen_marks = self._marks
+        started = time.monotonic()
+        cpc = client.cpcs.resource_object(cpc_object_id)
+        partitions = cpc.partitions.list(additional_properties=list(SNAPSHOT_PROPERTIES))
+        rows = {}
+        for partition in partitions:
+            props = partition.properties
+            rows[partition.name] = Row(
+                name=partition.name,
+                uri=partition.uri,
+                status=props.get('status', ''),
+                ifl_processors=int(props.get('ifl-processors', 0) or 0),
+                initial_memory=int(props.get('initial-memory', 0) or 0),
+            )
+        snapshot = Snapshot(rows=rows, seen_marks=seen_marks, taken_at=started)
+        with self._lock:
+            current = self._by_cpc.get(cpc_object_id)
+            if current is None or current.seen_marks <= seen_marks:
+                self._by_cpc[cpc_object_id] = snapshot
+            # Marks older than every use of this CPC's snapshot are reflected in it.
+            for key in [k for k, seq in self._marked.items() if k[0] == cpc_object_id]:
+                if self._marked[key] <= self._by_cpc[cpc_object_id].seen_marks:
+                    del self._marked[key]
+        return snapshot
