@@ -1,0 +1,1 @@
+"""Benchmarks: HMC requests per Nova operation, the gRPC hop, many hosts (`make bench`)."""
