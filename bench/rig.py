@@ -22,31 +22,15 @@ from collections.abc import Iterator
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
-import yaml  # noqa: E402
 
 from bench.meter import Meter  # noqa: E402
+from dpm_frontend.demo import mock_inventory  # noqa: E402
 
 DEFINITION = pathlib.Path(__file__).with_name('mock_hmc.yaml')
-CPC_NAME = 'CPCZ13'
 BOOT_TARGET_WWPN = '500507680b2142e5'
 
 
-def _inventory() -> dict:
-    with open(DEFINITION, encoding='utf-8') as stream:
-        definition = yaml.safe_load(stream)['hmc_definition']
-    cpc = next(c for c in definition['cpcs'] if c['properties']['name'] == CPC_NAME)
-    return {
-        'cpc': cpc['properties']['object-id'],
-        'fcp': [
-            a['properties']['object-id']
-            for a in cpc['adapters']
-            if a['properties']['type'] == 'fcp'
-        ],
-        'vswitches': [v['properties']['object-id'] for v in cpc['virtual_switches']],
-    }
-
-
-INVENTORY = _inventory()
+INVENTORY = mock_inventory(str(DEFINITION))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,9 +38,9 @@ HOSTS = ('cpc1', 'cpc10')
 BOOT_TARGET_WWPN = '500507680B2142E5'
 
 
-def _inventory() -> dict:
+def mock_inventory(definition_path: str = backend_config.BUILTIN_MOCK_PATH) -> dict:
     """Object ids of the demo CPC, its FCP adapters and virtual switches."""
-    with open(backend_config.BUILTIN_MOCK_PATH, encoding='utf-8') as stream:
+    with open(definition_path, encoding='utf-8') as stream:
         definition = yaml.safe_load(stream)['hmc_definition']
     cpc = next(c for c in definition['cpcs'] if c['properties']['name'] == CPC_NAME)
     return {
@@ -253,7 +253,7 @@ def _lifecycle(backend: BackendProcess, host: str, inventory: dict) -> None:
 def main() -> int:
     # nova-compute in native threading mode, as the driver requires.
     os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
-    inventory = _inventory()
+    inventory = mock_inventory()
     with tempfile.TemporaryDirectory(prefix='dpm-demo-') as workdir:
         socket_path = os.path.join(workdir, 'dpm-backend.sock')
         config_file = os.path.join(workdir, 'dpm-backend.conf')
