@@ -8,7 +8,6 @@ decided by its name alone. Keep them byte-identical to the original nova-dpm.
 from __future__ import annotations
 
 import re
-import uuid
 
 PARTITION_PREFIX = 'OpenStack-'
 OPENSTACK_PORT_PREFIX = 'OpenStack_Port_'
@@ -35,16 +34,6 @@ def host_name_error(host: str) -> str | None:
 def is_canonical_uuid(value: str) -> bool:
     """True for a lower-case, hyphenated UUID as Nova and Neutron write them."""
     return bool(_CANONICAL_UUID.fullmatch(value))
-
-
-def canonical_uuid(value: str) -> str | None:
-    """The canonical form of a UUID string, or None if it is not one."""
-    try:
-        parsed = uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return None
-    canonical = str(parsed)
-    return canonical if canonical == value.strip().lower() else None
 
 
 def partition_name_prefix(host: str) -> str:
