@@ -24,10 +24,10 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 
 from bench.meter import Meter  # noqa: E402
+from dpm_frontend.demo import fc_block_device_info  # noqa: E402
 from dpm_frontend.demo import mock_inventory  # noqa: E402
 
 DEFINITION = pathlib.Path(__file__).with_name('mock_hmc.yaml')
-BOOT_TARGET_WWPN = '500507680b2142e5'
 
 
 INVENTORY = mock_inventory(str(DEFINITION))
@@ -130,22 +130,7 @@ def network_info(nics: int, seed: int = 0):
     )
 
 
-def block_device_info(wwpns: list[str]) -> dict:
-    return {
-        'block_device_mapping': [
-            {
-                'boot_index': 0,
-                'connection_info': {
-                    'driver_volume_type': 'fibre_channel',
-                    'data': {
-                        'target_lun': 1,
-                        'target_wwn': [BOOT_TARGET_WWPN],
-                        'initiator_target_map': {w: [BOOT_TARGET_WWPN] for w in wwpns},
-                    },
-                },
-            }
-        ]
-    }
+block_device_info = fc_block_device_info
 
 
 def provider_tree_for(driver, host: str):

@@ -54,6 +54,25 @@ def mock_inventory(definition_path: str = backend_config.BUILTIN_MOCK_PATH) -> d
     }
 
 
+def fc_block_device_info(wwpns: list[str], lun: int = 1) -> dict:
+    """block_device_info of a server booted from an FC volume, as Cinder maps it."""
+    return {
+        'block_device_mapping': [
+            {
+                'boot_index': 0,
+                'connection_info': {
+                    'driver_volume_type': 'fibre_channel',
+                    'data': {
+                        'target_lun': lun,
+                        'target_wwn': [BOOT_TARGET_WWPN],
+                        'initiator_target_map': {w: [BOOT_TARGET_WWPN] for w in wwpns},
+                    },
+                },
+            }
+        ]
+    }
+
+
 def _config_text(socket_path: str, inventory: dict) -> str:
     lines = [
         '[hmc]',
@@ -196,23 +215,7 @@ def _lifecycle(backend: BackendProcess, host: str, inventory: dict) -> None:
             for index, vswitch in enumerate(inventory['vswitches'][:2])
         ]
     )
-    block_device_info = {
-        'block_device_mapping': [
-            {
-                'boot_index': 0,
-                'connection_info': {
-                    'driver_volume_type': 'fibre_channel',
-                    'data': {
-                        'target_lun': 1,
-                        'target_wwn': [BOOT_TARGET_WWPN],
-                        'initiator_target_map': {
-                            wwpn: [BOOT_TARGET_WWPN] for wwpn in connector['wwpns']
-                        },
-                    },
-                },
-            }
-        ]
-    }
+    block_device_info = fc_block_device_info(connector['wwpns'])
     CONF.set_override('vif_plugging_timeout', 0)
     _step(
         backend,
