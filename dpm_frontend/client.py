@@ -1,9 +1,10 @@
 """The driver's one connection to dpm-backend: channel, deadlines, retries, errors.
 
-Every call has a deadline. Idempotent calls are retried a bounded number of
-times while the backend answers UNAVAILABLE (or sheds load); then the driver
-reports itself not ready. gRPC statuses become the Nova exceptions the compute
-manager knows how to handle; no other module of the driver sees grpc.RpcError.
+Every call has a deadline, the budget of the whole call. Idempotent calls are
+retried a bounded number of times within it while the backend answers
+UNAVAILABLE (or sheds load); then the driver reports itself not ready. gRPC
+statuses become the Nova exceptions the compute manager knows how to handle; no
+other module of the driver sees grpc.RpcError.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from grpc_status import rpc_status
 from oslo_log import log as logging
 
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from dpm_frontend.conf import MIN_ATTEMPT_SECONDS
 from nova import exception
 
 LOG = logging.getLogger(__name__)
@@ -113,13 +115,20 @@ def open_channel(conf) -> grpc.Channel:
 
 
 class BackendClient:
-    """DPMHost calls with a deadline each, bounded retries, Nova exceptions."""
+    """DPMHost calls within one deadline each, bounded retries, Nova exceptions."""
 
-    def __init__(self, channel: grpc.Channel, conf, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        conf,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._channel = channel
         self._stub = pb_grpc.DPMHostStub(channel)
         self._conf = conf
         self._sleep = sleep
+        self._clock = clock
         token = _read(conf.dpm.token_file)
         self._metadata = (('authorization', 'Bearer ' + token.decode().strip()),) if token else ()
 
@@ -135,35 +144,50 @@ class BackendClient:
         instance_uuid: str | None = None,
         failure_type: Callable[..., Exception] | None = None,
     ) -> Any:
-        """Call ``method``; retry while retryable and idempotent; map errors."""
+        """Call ``method`` within ``deadline`` seconds; retry while retryable and idempotent.
+
+        The deadline is the budget of the whole call: each attempt gets what is
+        left of it, and a retry starts only if at least MIN_ATTEMPT_SECONDS are
+        left after the pause before it. A failure becomes a Nova exception.
+        """
         rpc = getattr(self._stub, method)
-        attempts = 1 + (self._conf.dpm.unavailable_retries if idempotent else 0)
-        for attempt in range(1, attempts + 1):
+        retries = self._conf.dpm.unavailable_retries if idempotent else 0
+        interval = self._conf.dpm.retry_interval
+        end = self._clock() + deadline
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                return rpc(request, timeout=deadline, metadata=self._metadata)
+                return rpc(request, timeout=end - self._clock(), metadata=self._metadata)
             except grpc.RpcError as error:
                 failure = BackendFailure(error)
-            if failure.retryable and attempt < attempts:
+            left = end - self._clock()
+            if failure.retryable and attempt <= retries and left - interval >= MIN_ATTEMPT_SECONDS:
                 LOG.warning(
-                    'dpm-backend %(method)s: %(code)s (%(details)s); retry %(n)d of %(max)d',
+                    'dpm-backend %(method)s: %(code)s (%(details)s); retry %(n)d of %(max)d '
+                    'in %(interval)s s, %(left).1f s of the deadline left',
                     {
                         'method': method,
                         'code': failure.code.name,
                         'details': failure.details,
                         'n': attempt,
-                        'max': attempts - 1,
+                        'max': retries,
+                        'interval': interval,
+                        'left': left,
                     },
                 )
-                self._sleep(self._conf.dpm.retry_interval)
-                continue
+                self._sleep(interval)
+                if end - self._clock() >= MIN_ATTEMPT_SECONDS:
+                    continue
             LOG.debug(
-                'dpm-backend %(method)s failed: %(code)s %(reason)s %(details)s',
+                'dpm-backend %(method)s failed after %(n)d attempt(s): %(code)s %(reason)s '
+                '%(details)s',
                 {
                     'method': method,
+                    'n': attempt,
                     'code': failure.code.name,
                     'reason': failure.reason,
                     'details': failure.details,
                 },
             )
             raise to_nova_exception(failure, instance_uuid, failure_type)
-        raise AssertionError('unreachable')  # pragma: no cover

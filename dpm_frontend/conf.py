@@ -16,6 +16,17 @@ dpm_group = cfg.OptGroup(
     '([DEFAULT]host) must be one of the hosts the backend serves.',
 )
 
+# A retry starts only if at least this much of the call's deadline is left
+# after the pause before it (seconds); the client enforces it, the help says it.
+MIN_ATTEMPT_SECONDS = 1.0
+
+# A deadline is the budget of one Nova call, retries and pauses included.
+_DEADLINE_HELP = (
+    ' The deadline covers the whole call: retries while the backend is '
+    'unavailable, and the pauses between them, fit within it. '
+    'Related options: unavailable_retries, retry_interval.'
+)
+
 dpm_opts = [
     cfg.StrOpt(
         'backend',
@@ -37,44 +48,50 @@ dpm_opts = [
         default=30,
         min=1,
         max=600,
-        help='Seconds for calls that only read (status, lists, info, connector).',
+        help='Seconds for calls that only read (host status, instance list, '
+        'instance info, volume connector).' + _DEADLINE_HELP,
     ),
     cfg.IntOpt(
         'prepare_deadline',
         default=300,
         min=1,
         max=3600,
-        help='Seconds for creating the partition and its vHBAs.',
+        help='Seconds for creating the partition and its vHBAs.' + _DEADLINE_HELP,
     ),
     cfg.IntOpt(
         'spawn_deadline',
         default=900,
         min=1,
         max=3600,
-        help='Seconds for spawn: NICs, boot properties, start, until active.',
+        help='Seconds for spawn: NICs, boot properties, start, until active.' + _DEADLINE_HELP,
     ),
     cfg.IntOpt(
         'power_deadline',
         default=600,
         min=1,
         max=3600,
-        help='Seconds for power off, power on, reboot and destroy.',
+        help='Seconds for power off, power on, reboot and destroy.' + _DEADLINE_HELP,
     ),
     cfg.IntOpt(
         'unavailable_retries',
         default=3,
         min=0,
         max=20,
-        help='Retries of an idempotent call the backend answers UNAVAILABLE '
-        '(HMC or backend unreachable), before the driver gives up. '
-        'Related options: retry_interval.',
+        help='At most this many retries of an idempotent call the backend answers '
+        'UNAVAILABLE (HMC or backend unreachable) or sheds load, before the driver '
+        'reports itself not ready; 0 disables retries. Reboot is never retried. '
+        f"A retry starts only if at least {MIN_ATTEMPT_SECONDS:g} s of the call's "
+        'deadline is left after retry_interval, and gets only what is left. '
+        'Related options: retry_interval, read_deadline, prepare_deadline, '
+        'spawn_deadline, power_deadline.',
     ),
     cfg.FloatOpt(
         'retry_interval',
         default=2.0,
         min=0,
         max=60,
-        help='Seconds between such retries.',
+        help="Seconds between such retries; they count against the call's deadline. "
+        'Related options: unavailable_retries.',
     ),
 ]
 

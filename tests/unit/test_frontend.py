@@ -16,6 +16,10 @@ from unittest import mock
 import grpc
 import grpc_testing
 import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 from nova.compute import power_state
 from nova.conf import CONF
 from nova.network import model as network_model
@@ -60,6 +64,78 @@ class DeadlineRecorder:
         self.channel.close()
 
 
+class FakeClock:
+    """time.monotonic and time.sleep for the client: time passes only when told."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class FailedCall(grpc.RpcError):
+    """A failed call as grpc raises it: code, details, trailing metadata."""
+
+    def __init__(self, status: grpc.Status):
+        super().__init__(status.details)
+        self._status = status
+
+    def code(self):
+        return self._status.code
+
+    def details(self):
+        return self._status.details
+
+    def trailing_metadata(self):
+        return self._status.trailing_metadata
+
+
+def failed_call(code: grpc.StatusCode, reason: str = '', message: str = 'refused') -> FailedCall:
+    """What the backend raises for ``code`` with ErrorInfo ``reason`` (domain dpm_api.v1)."""
+    details = []
+    if reason:
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain='dpm_api.v1'))
+        details.append(detail)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return FailedCall(rpc_status.to_status(status))
+
+
+class ScriptedChannel:
+    """A channel whose calls run ``answer(method, request, timeout)`` at once.
+
+    ``answer`` returns the reply or raises; ``calls`` records (method, timeout).
+    """
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls = []
+
+    def unary_unary(self, method, *args, **kwargs):
+        name = method.rsplit('/', 1)[-1]
+
+        def call(request, timeout=None, metadata=None, **rest):
+            self.calls.append((name, timeout))
+            return self.answer(name, request, timeout)
+
+        return call
+
+    def close(self):
+        pass
+
+
+def scripted_driver(answer, clock=None):
+    clock = clock or FakeClock()
+    channel = ScriptedChannel(answer)
+    drv = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    drv._client = client_mod.BackendClient(channel, CONF, sleep=clock.sleep, clock=clock)
+    return drv, channel
+
+
 class Backend:
     """Answers the driver's RPCs on a grpc_testing channel."""
 
@@ -98,7 +174,9 @@ def harness(tmp_path):
     channel = grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
     recorder = DeadlineRecorder(channel)
     drv = driver_mod.DPMDriver(fake.FakeVirtAPI())
-    drv._client = client_mod.BackendClient(recorder, CONF)
+    # A frozen clock: every attempt's timeout is exactly the configured deadline.
+    clock = FakeClock()
+    drv._client = client_mod.BackendClient(recorder, CONF, sleep=clock.sleep, clock=clock)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     yield drv, Backend(channel), recorder, pool
     pool.shutdown(wait=False)
@@ -474,3 +552,61 @@ def test_init_host_says_what_is_wrong_with_the_backend_or_the_cpc(harness):
     backend.answer('GetHostStatus', error=errors.cpc_not_usable(HOST, 'CPC X is not in DPM mode'))
     with pytest.raises(client_mod.DPMBackendError, match='not in DPM mode'):
         future.result(5)
+
+
+# -- deadlines: one budget per Nova call --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ('deadline', 'spent', 'interval', 'timeouts'),
+    [
+        # Each attempt takes 8 s before UNAVAILABLE: the third ends at 28 s,
+        # and a retry after 2 s more would start with 0 s left.
+        (30, 8, 2, [30, 20, 10]),
+        # Failing at once: all retries fit, each with what is left.
+        (30, 0, 2, [30, 28, 26, 24]),
+        # Less than the minimum left after the pause: no retry starts.
+        (5, 3.5, 1, [5]),
+    ],
+)
+def test_the_deadline_bounds_the_whole_call_retries_and_pauses_included(
+    deadline, spent, interval, timeouts
+):
+    clock = FakeClock()
+
+    def unavailable_after(method, request, timeout):
+        clock.sleep(min(spent, timeout))
+        raise failed_call(grpc.StatusCode.UNAVAILABLE, message='HMC unreachable')
+
+    drv, channel = scripted_driver(unavailable_after, clock)
+    CONF.set_override('read_deadline', deadline, group='dpm')
+    CONF.set_override('retry_interval', interval, group='dpm')
+    try:
+        with pytest.raises(exception.VirtDriverNotReady):
+            drv.list_instance_uuids()
+    finally:
+        CONF.clear_override('read_deadline', group='dpm')
+        CONF.clear_override('retry_interval', group='dpm')
+    assert [c[1] for c in channel.calls] == timeouts
+    assert clock.now <= deadline
+
+
+def test_a_retry_gets_only_what_is_left_of_the_deadline():
+    clock = FakeClock()
+    answers = iter([failed_call(grpc.StatusCode.UNAVAILABLE), pb.ListInstancesResponse()])
+
+    def answer(method, request, timeout):
+        clock.sleep(5)
+        reply = next(answers)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    drv, channel = scripted_driver(answer, clock)
+    CONF.set_override('retry_interval', 1, group='dpm')
+    try:
+        assert drv.list_instance_uuids() == []
+    finally:
+        CONF.clear_override('retry_interval', group='dpm')
+    deadline = CONF.dpm.read_deadline
+    assert [c[1] for c in channel.calls] == [deadline, deadline - 6]
