@@ -28,7 +28,7 @@ RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 RETRYABLE_REASONS = frozenset({'BACKEND_BUSY'})
 # Reasons that another host might not have: Nova reschedules on these.
 RESCHEDULE_REASONS = frozenset(
-    {'HOST_CAPACITY_EXCEEDED', 'CPC_NOT_USABLE', 'STORAGE_PATH_UNSUPPORTED'}
+    {'HOST_CAPACITY_EXCEEDED', 'CPC_NOT_USABLE', 'HOST_NOT_READY', 'STORAGE_PATH_UNSUPPORTED'}
 )
 # Reasons no retry or other host can fix: Nova aborts the build.
 REFUSAL_REASONS = frozenset(

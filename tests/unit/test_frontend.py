@@ -610,3 +610,15 @@ def test_a_retry_gets_only_what_is_left_of_the_deadline():
         CONF.clear_override('retry_interval', group='dpm')
     deadline = CONF.dpm.read_deadline
     assert [c[1] for c in channel.calls] == [deadline, deadline - 6]
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def test_a_host_that_failed_its_start_up_checks_makes_nova_reschedule():
+    def not_ready(method, request, timeout):
+        raise failed_call(grpc.StatusCode.FAILED_PRECONDITION, 'HOST_NOT_READY', 'no CPC')
+
+    drv, _ = scripted_driver(not_ready)
+    with pytest.raises(exception.ComputeResourcesUnavailable, match='no CPC'):
+        drv.prepare_for_spawn(make_instance())
