@@ -31,17 +31,52 @@ dpm_opts = [
     cfg.StrOpt(
         'backend',
         default='unix:/run/dpm-backend/dpm-backend.sock',
-        help='The dpm-backend: "unix:<path>" or "<host>:<port>". A TCP target '
-        'other than loopback needs tls_ca_file, tls_cert_file and tls_key_file. '
-        'Related options: tls_*, token_file.',
+        help='The dpm-backend, as a gRPC target: "unix:<path>" (or '
+        '"unix:///<path>"), or TCP: "<host>:<port>", "[<ipv6>]:<port>", '
+        '"ipv4:<a.b.c.d>:<port>", "ipv6:[<addr>]:<port>", "dns:///<name>:<port>". '
+        'A unix socket is plaintext: the socket file is the access control. TCP '
+        'needs tls_ca_file, tls_cert_file and tls_key_file (the backend requires '
+        'mutual TLS); plaintext TCP is refused at start, except to a loopback '
+        'address (127.0.0.0/8, ::1, localhost) with allow_insecure_loopback. '
+        'Related options: tls_ca_file, tls_cert_file, tls_key_file, '
+        'allow_insecure_loopback, token_file.',
     ),
-    cfg.StrOpt('tls_ca_file', help='CA that signed the backend certificate (TCP only).'),
-    cfg.StrOpt('tls_cert_file', help='Client certificate presented to the backend.'),
-    cfg.StrOpt('tls_key_file', help='Private key of the client certificate.'),
+    cfg.BoolOpt(
+        'allow_insecure_loopback',
+        default=False,
+        help='Allow plaintext TCP (no TLS) when backend is a loopback address '
+        '(127.0.0.0/8, ::1, localhost), e.g. a backend started by local tools or '
+        'tests with [backend] allow_insecure_loopback. Never allows plaintext to any '
+        'other address; a unix socket needs no flag. '
+        'Related options: backend, tls_ca_file, tls_cert_file, tls_key_file.',
+    ),
+    cfg.StrOpt(
+        'tls_ca_file',
+        help='PEM file of the CA that signed the backend certificate: TLS '
+        'verification of the backend. TCP targets only; set together with '
+        'tls_cert_file and tls_key_file. '
+        'Related options: backend, tls_cert_file, tls_key_file.',
+    ),
+    cfg.StrOpt(
+        'tls_cert_file',
+        help='PEM file of the client certificate presented to the backend (it must '
+        "be signed by the backend's [backend] tls_client_ca_file). TCP targets "
+        'only; set together with tls_ca_file and tls_key_file. '
+        'Related options: backend, tls_ca_file, tls_key_file.',
+    ),
+    cfg.StrOpt(
+        'tls_key_file',
+        help='PEM file of the private key of tls_cert_file. TCP targets only; set '
+        'together with tls_ca_file and tls_cert_file. '
+        'Related options: backend, tls_ca_file, tls_cert_file.',
+    ),
     cfg.StrOpt(
         'token_file',
-        help='File holding the token that binds this Nova host to the backend; '
-        'sent as "authorization: Bearer <token>" metadata. Optional.',
+        help='File holding the token that binds this Nova host to the backend '
+        "(the backend's [host:<name>] token_file); sent with every call as "
+        '"authorization: Bearer <token>" metadata, never in clear text over a '
+        'network (see backend). Optional: without it no token is sent. '
+        'Related options: backend.',
     ),
     cfg.IntOpt(
         'read_deadline',

@@ -78,12 +78,19 @@ class DPMDriver(driver.ComputeDriver):
     def _host(self) -> str:
         return CONF.host
 
-    @property
-    def client(self) -> client_mod.BackendClient:
+    def _connect(self) -> client_mod.BackendClient:
+        """The backend client, built on first use; building it sends nothing.
+
+        Raises DPMConfigError when [dpm] describes no safe transport.
+        """
         with self._client_lock:
             if self._client is None:
                 self._client = client_mod.BackendClient(client_mod.open_channel(CONF), CONF)
             return self._client
+
+    @property
+    def client(self) -> client_mod.BackendClient:
+        return self._connect()
 
     def _call(self, method, request, deadline, idempotent=True, instance=None, failure=None):
         return self.client.call(
@@ -120,6 +127,8 @@ class DPMDriver(driver.ComputeDriver):
                 'does not work under eventlet monkey patching. Set [DEFAULT] '
                 'concurrency_backend = threading (or OS_NOVA_DISABLE_EVENTLET_PATCHING=1).'
             )
+        # The transport and the token file are checked before anything is sent.
+        self._connect()
         try:
             status = self._host_status()
         except exception.VirtDriverNotReady:

@@ -622,3 +622,153 @@ def test_a_host_that_failed_its_start_up_checks_makes_nova_reschedule():
     drv, _ = scripted_driver(not_ready)
     with pytest.raises(exception.ComputeResourcesUnavailable, match='no CPC'):
         drv.prepare_for_spawn(make_instance())
+
+
+# -- transport: no bearer token in clear text off the host ---------------------
+
+
+@pytest.fixture
+def dpm_options():
+    """Set [dpm] options for one test; a fake grpc records the channel it is asked for."""
+    names = []
+
+    def set_options(**options):
+        for name, value in options.items():
+            CONF.set_override(name, value, group='dpm')
+            names.append(name)
+
+    with (
+        mock.patch.object(grpc, 'insecure_channel') as insecure,
+        mock.patch.object(grpc, 'secure_channel') as secure,
+        mock.patch.object(grpc, 'ssl_channel_credentials') as credentials,
+    ):
+        yield set_options, insecure, secure, credentials
+    for name in names:
+        CONF.clear_override(name, group='dpm')
+
+
+LOOPBACK_TARGETS = [
+    '127.0.0.1:50051',
+    '127.9.9.9:50051',
+    'localhost:50051',
+    '[::1]:50051',
+    '[::ffff:127.0.0.1]:50051',
+    'ipv4:127.0.0.1:50051',
+    'ipv4:127.0.0.1:50051,127.0.0.2:50052',
+    'ipv6:[::1]:50051',
+    'ipv6:::1',
+    'dns:///localhost:50051',
+    'dns:localhost:50051',
+    'dns://127.0.0.53/localhost:50051',
+]
+REMOTE_TARGETS = [
+    '10.1.2.3:50051',
+    'backend.example.com:50051',
+    'localhost.example.com:50051',
+    '[2001:db8::1]:50051',
+    'ipv4:10.1.2.3:50051',
+    'ipv4:127.0.0.1:50051,10.1.2.3:50051',
+    'ipv6:[2001:db8::1]:50051',
+    'dns:///backend.example.com:50051',
+    'dns://127.0.0.53/backend.example.com:50051',
+    # Forms whose host this driver cannot judge are refused as well.
+    'unix-abstract:dpm-backend',
+    'xds:///dpm-backend',
+]
+TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file')
+
+
+def tls_files(tmp_path):
+    files = {}
+    for name in TLS_OPTIONS:
+        path = tmp_path / f'{name}.pem'
+        path.write_bytes(f'PEM of {name}'.encode())
+        files[name] = str(path)
+    return files
+
+
+@pytest.mark.parametrize('target', ['unix:/run/dpm-backend/dpm.sock', 'unix:///run/dpm.sock'])
+def test_unix_socket_targets_are_plaintext_without_any_flag(dpm_options, target):
+    set_options, insecure, secure, _ = dpm_options
+    set_options(backend=target)
+    assert client_mod.open_channel(CONF) is insecure.return_value
+    insecure.assert_called_once_with(target)
+    secure.assert_not_called()
+
+
+@pytest.mark.parametrize('target', LOOPBACK_TARGETS)
+def test_plaintext_tcp_to_loopback_needs_allow_insecure_loopback(dpm_options, target):
+    set_options, insecure, secure, _ = dpm_options
+    set_options(backend=target)
+    with pytest.raises(client_mod.DPMConfigError, match='allow_insecure_loopback = true'):
+        client_mod.open_channel(CONF)
+    insecure.assert_not_called()
+    set_options(allow_insecure_loopback=True)
+    assert client_mod.open_channel(CONF) is insecure.return_value
+    insecure.assert_called_once_with(target)
+    secure.assert_not_called()
+
+
+@pytest.mark.parametrize('flag', [False, True])
+@pytest.mark.parametrize('target', REMOTE_TARGETS)
+def test_plaintext_tcp_off_loopback_is_refused_whatever_the_flag(dpm_options, target, flag):
+    set_options, insecure, secure, _ = dpm_options
+    set_options(backend=target, allow_insecure_loopback=flag)
+    with pytest.raises(client_mod.DPMConfigError) as caught:
+        client_mod.open_channel(CONF)
+    message = str(caught.value)
+    for words in ('[dpm] backend', *TLS_OPTIONS, 'allow_insecure_loopback', target):
+        assert words in message
+    insecure.assert_not_called()
+    secure.assert_not_called()
+
+
+@pytest.mark.parametrize('target', ['10.1.2.3:50051', 'dns:///backend.example.com:50051'])
+def test_tcp_with_the_tls_files_gets_a_verified_channel(dpm_options, tmp_path, target):
+    set_options, insecure, secure, credentials = dpm_options
+    files = tls_files(tmp_path)
+    set_options(backend=target, **files)
+    assert client_mod.open_channel(CONF) is secure.return_value
+    credentials.assert_called_once_with(
+        root_certificates=b'PEM of tls_ca_file',
+        private_key=b'PEM of tls_key_file',
+        certificate_chain=b'PEM of tls_cert_file',
+    )
+    secure.assert_called_once_with(target, credentials.return_value)
+    insecure.assert_not_called()
+
+
+@pytest.mark.parametrize('given', [('tls_ca_file',), ('tls_cert_file', 'tls_key_file')])
+def test_tls_files_go_together(dpm_options, tmp_path, given):
+    set_options, insecure, secure, _ = dpm_options
+    files = tls_files(tmp_path)
+    set_options(
+        backend='10.1.2.3:50051', allow_insecure_loopback=True, **{n: files[n] for n in given}
+    )
+    with pytest.raises(client_mod.DPMConfigError, match='go together'):
+        client_mod.open_channel(CONF)
+    insecure.assert_not_called()
+    secure.assert_not_called()
+
+
+def test_an_unreadable_tls_file_is_named(dpm_options, tmp_path):
+    set_options, _, secure, _ = dpm_options
+    files = tls_files(tmp_path)
+    set_options(backend='10.1.2.3:50051', **{**files, 'tls_key_file': str(tmp_path / 'none')})
+    with pytest.raises(client_mod.DPMConfigError, match=r'\[dpm\] tls_key_file: cannot read'):
+        client_mod.open_channel(CONF)
+    secure.assert_not_called()
+
+
+def test_init_host_refuses_plaintext_tcp_before_anything_is_sent(dpm_options):
+    set_options, insecure, secure, _ = dpm_options
+    set_options(backend='10.1.2.3:50051')
+    drv = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    with (
+        mock.patch.object(client_mod, 'BackendClient') as backend_client,
+        pytest.raises(client_mod.DPMBackendError, match=r'\[dpm\] backend'),
+    ):
+        drv.init_host(HOST)
+    backend_client.assert_not_called()
+    insecure.assert_not_called()
+    secure.assert_not_called()
