@@ -452,13 +452,11 @@ class DPMDriver(driver.ComputeDriver):
 
     # -- volumes --------------------------------------------------------
 
-    def _check_fc_volume(self, connection_info, instance) -> None:
+    @staticmethod
+    def _check_fc_volume(connection_info) -> None:
         kind = (connection_info or {}).get('driver_volume_type')
         if kind != translate.FIBRE_CHANNEL:
             raise exception.VolumeDriverNotFound(driver_type=kind)
-        # The vHBAs exist for the partition's lifetime and the SAN side zones
-        # and masks the LUN: nothing to do on the HMC but check the partition.
-        self._info(instance)
 
     def attach_volume(
         self,
@@ -470,7 +468,16 @@ class DPMDriver(driver.ComputeDriver):
         device_type=None,
         encryption=None,
     ):
-        self._check_fc_volume(connection_info, instance)
+        self._check_fc_volume(connection_info)
+        # The vHBAs exist for the partition's lifetime and the SAN side zones
+        # and masks the LUN: nothing to do on the HMC but check the partition.
+        self._info(instance)
 
     def detach_volume(self, context, connection_info, instance, mountpoint, encryption=None):
-        self._check_fc_volume(connection_info, instance)
+        # NOTE: nothing to undo on the HMC (the vHBAs stay with the partition),
+        # so no backend call: the detach also succeeds once the partition is
+        # gone, which Nova's driver_detach needs (it re-raises InstanceNotFound).
+        self._check_fc_volume(connection_info)
+        LOG.debug(
+            'Volume detached at %(mountpoint)s', {'mountpoint': mountpoint}, instance=instance
+        )

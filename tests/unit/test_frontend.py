@@ -772,3 +772,34 @@ def test_init_host_refuses_plaintext_tcp_before_anything_is_sent(dpm_options):
     backend_client.assert_not_called()
     insecure.assert_not_called()
     secure.assert_not_called()
+
+
+# -- volumes -------------------------------------------------------------------
+
+
+def partition_gone(method, request, timeout):
+    raise failed_call(grpc.StatusCode.NOT_FOUND, 'INSTANCE_NOT_FOUND', 'no partition')
+
+
+FC_VOLUME = {'driver_volume_type': 'fibre_channel', 'data': {'target_lun': 1}}
+
+
+def test_detach_volume_succeeds_without_a_call_when_the_partition_is_gone():
+    drv, channel = scripted_driver(partition_gone)
+    instance = make_instance(wwpns=WWPNS)
+    assert drv.detach_volume(None, FC_VOLUME, instance, '/dev/sdb') is None
+    assert channel.calls == []
+    # Attaching still needs the partition.
+    with pytest.raises(exception.InstanceNotFound):
+        drv.attach_volume(None, FC_VOLUME, instance, '/dev/sdb')
+    assert [c[0] for c in channel.calls] == ['GetInstanceInfo']
+
+
+def test_volumes_other_than_fibre_channel_are_refused_without_a_call():
+    drv, channel = scripted_driver(partition_gone)
+    iscsi = {'driver_volume_type': 'iscsi', 'data': {}}
+    with pytest.raises(exception.VolumeDriverNotFound):
+        drv.attach_volume(None, iscsi, make_instance(), '/dev/sdb')
+    with pytest.raises(exception.VolumeDriverNotFound):
+        drv.detach_volume(None, iscsi, make_instance(), '/dev/sdb')
+    assert channel.calls == []
