@@ -1,15 +1,19 @@
 """Nova objects -> DPMHost requests, and DPMHost replies -> Nova values.
 
-Pure functions: no backend call, no configuration. What DPM cannot do is
-refused here with an exception Nova does not reschedule.
+Pure functions: no backend call, no configuration (a value they cannot map is
+logged). What DPM cannot do is refused here with an exception Nova does not
+reschedule.
 """
 
 from __future__ import annotations
 
 from nova.compute import power_state
+from oslo_log import log as logging
 
 from dpm_api.v1 import dpm_host_pb2 as pb
 from nova import exception
+
+LOG = logging.getLogger(__name__)
 
 DPM_VSWITCH = 'dpm_vswitch'
 FIBRE_CHANNEL = 'fibre_channel'
@@ -134,4 +138,14 @@ def stored_wwpns(instance) -> list[str] | None:
 
 
 def power_state_of(info: pb.InstanceInfo) -> int:
-    return POWER_STATES.get(info.power_state, power_state.NOSTATE)
+    """Nova's power state of ``info``; NOSTATE, logged, for a value not in POWER_STATES."""
+    state = POWER_STATES.get(info.power_state)
+    if state is None:
+        LOG.warning(
+            'Unknown DPMHost power state %(value)d (partition status %(status)r); '
+            'reporting NOSTATE',
+            {'value': info.power_state, 'status': info.partition_status},
+            instance_uuid=info.instance_uuid or None,
+        )
+        return power_state.NOSTATE
+    return state

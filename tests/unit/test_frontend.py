@@ -803,3 +803,20 @@ def test_volumes_other_than_fibre_channel_are_refused_without_a_call():
     with pytest.raises(exception.VolumeDriverNotFound):
         drv.detach_volume(None, iscsi, make_instance(), '/dev/sdb')
     assert channel.calls == []
+
+
+# -- power states -------------------------------------------------------------
+
+
+def test_an_unknown_power_state_is_nostate_with_a_warning(caplog):
+    reply = pb.InstanceInfo(instance_uuid='u1', power_state=7, partition_status='new-status')
+    with caplog.at_level('WARNING', logger='dpm_frontend.translate'):
+        assert translate.power_state_of(reply) == power_state.NOSTATE
+    (record,) = [r for r in caplog.records if r.name == 'dpm_frontend.translate']
+    assert record.levelname == 'WARNING'
+    assert '7' in record.getMessage() and 'new-status' in record.getMessage()
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='dpm_frontend.translate'):
+        assert translate.power_state_of(info(make_instance())) == power_state.RUNNING
+        assert translate.power_state_of(pb.InstanceInfo()) == power_state.NOSTATE
+    assert caplog.records == []
