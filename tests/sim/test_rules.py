@@ -1,0 +1,139 @@
+"""HMC rules beyond the mock: HBAs, read-only properties, deletion, unique ports."""
+
+from __future__ import annotations
+
+import pytest
+import zhmcclient
+from sim.simtest import CPCZ13
+from sim.simtest import CPCZ14
+from sim.simtest import STOPPED_PARTITION
+from sim.simtest import Z14_PARTITION
+from sim.simtest import connect
+from sim.simtest import partition
+from sim.simtest import rejected
+from zhmcclient.mock import FakedSession
+
+OSA = '3e8f1b2c-5a6d-4c7e-8f90-1a2b3c4d5e01'
+FCP_Z13 = '1d7c0a6e-4b2f-4f1a-8e3d-5a6b7c8d9e01'
+FCP_Z14 = '1d7c0a6e-4b2f-4f1a-8e3d-5a6b7c8d9e11'
+FCP_Z13_PORT = f'/api/adapters/{FCP_Z13}/storage-ports/0'
+
+
+def new_partition(cpc: zhmcclient.Cpc, name: str) -> zhmcclient.Partition:
+    return cpc.partitions.create(
+        {'name': name, 'ifl-processors': 1, 'initial-memory': 1024, 'maximum-memory': 1024}
+    )
+
+
+@pytest.mark.parametrize('version', ['2.14.1', '2.15.0'])
+def test_networking_dpm_finds_each_port_and_vswitch_once(serve, version):
+    hmc = serve(version)
+    cpc = connect(hmc).cpcs.find(name=CPCZ13)
+    for adapter_name, port in (('OSA-A', 0), ('OSA-A', 1), ('HIPERSOCKETS-1', 0)):
+        adapter = cpc.adapters.find(name=adapter_name)
+        assert adapter.ports.find(**{'element-id': str(port)}).get_property('index') == port
+        vswitch = cpc.virtual_switches.find(**{'backing-adapter-uri': adapter.uri, 'port': port})
+        assert vswitch.get_property('port') == port
+    fcp = cpc.adapters.find(name='FCP-A')
+    assert len(fcp.ports.list()) == 1
+    assert rejected(hmc) == []
+
+
+def test_an_hba_on_a_storage_management_cpc_is_refused(serve):
+    client = connect(serve('2.15.0'))
+    z14 = new_partition(client.cpcs.find(name=CPCZ14), 'Z14-HBA')
+    with pytest.raises(zhmcclient.HTTPError) as refused:
+        z14.hbas.create(
+            {'name': 'hba', 'adapter-port-uri': f'/api/adapters/{FCP_Z14}/storage-ports/0'}
+        )
+    assert (refused.value.http_status, refused.value.reason) == (409, 5)
+    assert 'dpm-storage-management' in refused.value.message
+    # On the z13 (no such feature) the same request creates the HBA.
+    z13 = new_partition(client.cpcs.find(name=CPCZ13), 'Z13-HBA')
+    hba = z13.hbas.create({'name': 'hba', 'adapter-port-uri': FCP_Z13_PORT})
+    assert hba.get_property('wwpn')
+
+
+@pytest.mark.parametrize('name', ['status', 'object-id', 'nic-uris', 'type'])
+def test_read_only_partition_properties_are_refused(hmc, name):
+    part = partition(connect(hmc), STOPPED_PARTITION)
+    with pytest.raises(zhmcclient.HTTPError) as refused:
+        part.update_properties({'description': 'ok', name: 'x'})
+    assert (refused.value.http_status, refused.value.reason) == (400, 6)
+    part.update_properties({'description': 'writable'})
+    part.pull_full_properties()
+    assert part.properties['description'] == 'writable'
+
+
+def test_read_only_nic_properties_are_refused(hmc):
+    part = partition(connect(hmc), STOPPED_PARTITION)
+    vswitch = '/api/virtual-switches/5a9b2c3d-7e8f-4a1b-9c2d-3e4f5a6b7c01'
+    nic = part.nics.create({'name': 'nic', 'virtual-switch-uri': vswitch})
+    for name in ('element-id', 'type', 'class'):
+        with pytest.raises(zhmcclient.HTTPError) as refused:
+            nic.update_properties({name: 'x'})
+        assert (refused.value.http_status, refused.value.reason) == (400, 6)
+    nic.update_properties({'description': 'writable'})
+
+
+def test_deleting_a_partition_deletes_its_nics_and_hbas(hmc):
+    client = connect(hmc)
+    cpc = client.cpcs.find(name=CPCZ13)
+    part = new_partition(cpc, 'DOOMED')
+    vswitch = cpc.virtual_switches.find(name='OSA-A port 0')
+    nic = part.nics.create({'name': 'nic', 'virtual-switch-uri': vswitch.uri})
+    hba = part.hbas.create({'name': 'hba', 'adapter-port-uri': FCP_Z13_PORT})
+    assert nic.uri in vswitch.get_property('connected-vnic-uris')
+    part.delete()
+    for uri in (nic.uri, hba.uri, part.uri):
+        with pytest.raises(zhmcclient.HTTPError) as gone:
+            client.session.get(uri)
+        assert (gone.value.http_status, gone.value.reason) == (404, 1)
+    vswitch.pull_full_properties()
+    assert nic.uri not in vswitch.get_property('connected-vnic-uris')
+    with hmc.sim.lock:
+        assert nic.uri not in hmc.sim.hmc.all_resources
+
+
+def test_deleting_a_nic_takes_it_off_its_virtual_switch(hmc):
+    client = connect(hmc)
+    cpc = client.cpcs.find(name=CPCZ13)
+    vswitch = cpc.virtual_switches.find(name='OSA-A port 1')
+    nic = partition(client, STOPPED_PARTITION).nics.create(
+        {'name': 'nic', 'virtual-switch-uri': vswitch.uri}
+    )
+    nic.delete()
+    assert nic.uri not in vswitch.get_property('connected-vnic-uris')
+
+
+def test_dump_round_trips_through_zhmcclients_loader(hmc):
+    client = connect(hmc)
+    cpc = client.cpcs.find(name=CPCZ13)
+    part = new_partition(cpc, 'DUMPED')
+    vswitch = cpc.virtual_switches.find(name='OSA-A port 0')
+    nic = part.nics.create({'name': 'nic', 'virtual-switch-uri': vswitch.uri})
+    part.hbas.create({'name': 'hba', 'adapter-port-uri': FCP_Z13_PORT})
+    partition(client, STOPPED_PARTITION).start(wait_for_completion=False)
+
+    state = hmc.sim.dump()
+    assert [job['operation'] for job in state['jobs']] == ['start']
+    loaded = FakedSession.from_hmc_dict(hmc.sim.dump(jobs=False)).hmc
+    again = FakedSession.from_hmc_dict({'hmc_definition': state['hmc_definition']}).hmc
+    for faked in (loaded, again):
+        dumped = faked.lookup_by_uri(part.uri)
+        assert dumped.properties['nic-uris'] == [nic.uri]
+        assert len(dumped.properties['hba-uris']) == 1
+        assert faked.lookup_by_uri(f'/api/adapters/{OSA}').properties['network-port-uris'] == [
+            f'/api/adapters/{OSA}/network-ports/0',
+            f'/api/adapters/{OSA}/network-ports/1',
+        ]
+        assert nic.uri in faked.lookup_by_uri(vswitch.uri).properties['connected-vnic-uris']
+
+
+def test_reset_restores_the_definition_and_keeps_sessions(hmc):
+    client = connect(hmc)
+    cpc = client.cpcs.find(name=CPCZ14)
+    new_partition(cpc, 'GONE-AFTER-RESET')
+    hmc.sim.reset()
+    assert [p.name for p in cpc.partitions.list()] == [Z14_PARTITION]
+    assert hmc.sim.session_counts()['userids']['openstack']['logons'] == 1
