@@ -4,7 +4,20 @@ It serves zhmcclient's own mock HMC (a FakedHmc loaded from an HMC definition)
 over HTTPS on loopback, with the rules of real HMC versions that the mock lacks:
 version-dependent query parameters, asynchronous Start/Stop Partition jobs,
 sessions that expire, and more (profiles.py, rules.py). A real
-``zhmcclient.Session`` works against it unchanged.
+``zhmcclient.Session(host, userid, password, port=..., verify_cert=<CA file>)``
+works against it unchanged.
+
+In a test::
+
+    from dpm_hmc_sim.testing import served
+
+    with served('2.15.0', password='pw', cert_dir=tmp_path) as hmc:
+        client = zhmcclient.Client(hmc.session())
+        hmc.sim.set_outcome('LINUX01', 'start', 'paused')
+
+As a process: ``dpm-hmc-sim --definition 2.15.0 --listen 127.0.0.1:0 --userid
+openstack --password-file FILE --cert-dir DIR`` (or ``python -m dpm_hmc_sim``);
+``testing.SimulatorProcess`` runs it and speaks its ``/_sim/`` admin paths.
 """
 
 from dpm_hmc_sim.core import Reply

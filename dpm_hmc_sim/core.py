@@ -250,13 +250,13 @@ class Simulator:
         context: dict[str, str],
     ) -> Reply:
         path = uri.partition('?')[0]
-        body = _json_body(raw_body)
         if method == 'GET' and path == '/api/version':
             return self._mock(method, uri, None)
         if method == 'POST' and path == '/api/sessions':
-            return self._logon(body, context)
-        session = self._session(headers)
+            return self._logon(_json_body(raw_body), context)
+        session = self._session(headers)  # before anything else is looked at
         context['userid'] = session.userid
+        body = _json_body(raw_body)
         if path == '/api/sessions/this-session' and method == 'DELETE':
             self._sessions.logoff(session)
             return Reply(204)
@@ -337,8 +337,8 @@ class Simulator:
                 operations.finish_job(self._hmc, job)
 
     def _start_stop(self, method: str, uri: str, path: str, body: Any) -> Reply:
-        oid, operation = PARTITION_OP.fullmatch(path).groups()  # type: ignore[union-attr]
-        partition = operations.partition_of(self._hmc, operations.PARTITIONS_URI + oid, method, uri)
+        partition_uri, _, operation = path.rpartition('/operations/')
+        partition = operations.partition_of(self._hmc, partition_uri, method, uri)
         allowed = rules.START_FROM if operation == 'start' else rules.STOP_FROM
         prior = operations.require_status(partition, allowed)
         outcome = self._outcomes.get((partition.name, operation), rules.OUTCOMES[operation][0])

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 JOBS_URI = '/api/jobs/'
@@ -90,7 +91,7 @@ class JobBook:
     def clear(self) -> None:
         self._jobs.clear()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         return iter(list(self._jobs.values()))
 
 

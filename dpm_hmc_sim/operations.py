@@ -17,8 +17,6 @@ from dpm_hmc_sim.errors import HmcError
 from dpm_hmc_sim.errors import not_found
 from dpm_hmc_sim.jobs import Job
 
-PARTITIONS_URI = '/api/partitions/'
-
 
 def partition_of(hmc: Any, partition_uri: str, method: str, uri: str) -> Any:
     """The partition, on a CPC in DPM mode in a usable status (as zc's mock checks it)."""

@@ -42,13 +42,14 @@ class Profile:
 
     def check_api(self, api_version: str) -> ApiVersion:
         """The definition's API version, if this HMC version speaks it."""
-        api = parse_version(api_version)
-        if len(api) != 2 or not self.api_min <= api <= self.api_max:
+        parts = parse_version(api_version)
+        api = (parts[0], parts[1]) if len(parts) == 2 else None
+        if api is None or not self.api_min <= api <= self.api_max:
             low, high = '.'.join(map(str, self.api_min)), '.'.join(map(str, self.api_max))
             raise ValueError(
                 f'HMC {self.hmc_version} speaks API {low} to {high}, not {api_version}'
             )
-        return api  # type: ignore[return-value]
+        return api
 
 
 PROFILES: dict[str, Profile] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import ipaddress
 import os
 from pathlib import Path
@@ -24,6 +25,7 @@ from cryptography.x509.oid import NameOID
 CA_FILE = 'hmc-sim-ca.pem'
 CERT_FILE = 'hmc-sim-cert.pem'
 KEY_FILE = 'hmc-sim-key.pem'
+LOCK_FILE = '.hmc-sim-certs.lock'
 VALIDITY = datetime.timedelta(days=825)  # the longest server certificate lifetime clients accept
 
 
@@ -38,10 +40,18 @@ def cert_files(cert_dir: str | Path) -> CertFiles:
     """The three files in ``cert_dir``, created first if any is missing."""
     directory = Path(cert_dir)
     files = CertFiles(directory / CA_FILE, directory / CERT_FILE, directory / KEY_FILE)
-    if not (files.ca.exists() and files.cert.exists() and files.key.exists()):
+    if not _complete(files):
         directory.mkdir(parents=True, exist_ok=True)
-        _create(files)
+        # Simulators starting together with one directory make one set of files.
+        with open(directory / LOCK_FILE, 'a', encoding='utf-8') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _complete(files):
+                _create(files)
     return files
+
+
+def _complete(files: CertFiles) -> bool:
+    return files.ca.exists() and files.cert.exists() and files.key.exists()
 
 
 def _name(common_name: str) -> x509.Name:
