@@ -85,7 +85,7 @@ HBA_REFUSED_REASON = 5
 
 # Properties Update Partition Properties refuses: those ans zhmc_partition.py
 # ZHMC_PARTITION_PROPERTIES marks as not updatable (the "read-only properties"
-# block ~1090-1154, plus 'type' (create-only) and 'crypto-configuration' (changed
+# block ~1074-1153, plus 'type' (create-only) and 'crypto-configuration' (changed
 # through the crypto operations)), which follows the IBM data model.
 PARTITION_READ_ONLY = frozenset({
     'object-uri', 'object-id', 'parent', 'class', 'type', 'status',

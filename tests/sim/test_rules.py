@@ -13,6 +13,8 @@ from sim.simtest import partition
 from sim.simtest import rejected
 from zhmcclient.mock import FakedSession
 
+from dpm_hmc_sim import Simulator
+
 OSA = '3e8f1b2c-5a6d-4c7e-8f90-1a2b3c4d5e01'
 FCP_Z13 = '1d7c0a6e-4b2f-4f1a-8e3d-5a6b7c8d9e01'
 FCP_Z14 = '1d7c0a6e-4b2f-4f1a-8e3d-5a6b7c8d9e11'
@@ -137,3 +139,17 @@ def test_reset_restores_the_definition_and_keeps_sessions(hmc):
     hmc.sim.reset()
     assert [p.name for p in cpc.partitions.list()] == [Z14_PARTITION]
     assert hmc.sim.session_counts()['userids']['openstack']['logons'] == 1
+
+
+def test_dump_carries_console_storage_groups_with_their_volumes():
+    with Simulator('2.16.0', userid='u', password='p') as sim:
+        with sim.lock:
+            cpc = sim.hmc.cpcs.list()[0]
+            group = sim.hmc.consoles.console.storage_groups.add(
+                {'name': 'SG1', 'cpc-uri': cpc.uri, 'type': 'fcp'}
+            )
+            group.storage_volumes.add({'name': 'BOOT', 'size': 10, 'usage': 'boot'})
+        loaded = FakedSession.from_hmc_dict(sim.dump(jobs=False)).hmc
+    (reloaded,) = loaded.consoles.console.storage_groups.list()
+    assert [volume.name for volume in reloaded.storage_volumes.list()] == ['BOOT']
+    assert len(reloaded.properties['storage-volume-uris']) == 1
