@@ -27,9 +27,12 @@ def is_session_gone(exc: BaseException) -> bool:
     """True if the HMC no longer knows the session the request used.
 
     zhmcclient logs on again and repeats the request once by itself; one that
-    still fails this way (or one seen at the session seam, as with the mock)
+    still fails this way (ServerAuthError, or a 403 seen at the session seam)
     is retryable with a fresh session.
     """
+    if isinstance(exc, zhmcclient.ServerAuthError):
+        # What zhmcclient raises when its own re-logon failed (zc _session.py).
+        return True
     return (
         isinstance(exc, zhmcclient.HTTPError)
         and exc.http_status == 403
@@ -143,12 +146,34 @@ def capacity_exceeded(host: str, why: str) -> DPMError:
     )
 
 
-def invalid_state(what: str, status: str, operation: str) -> DPMError:
+def partition_not_stopped(name: str, status: str) -> DPMError:
     return DPMError(
         grpc.StatusCode.FAILED_PRECONDITION,
         pb.ERROR_REASON_INVALID_PARTITION_STATE,
-        f'{what} is {status}; cannot {operation}',
+        f'partition {name} is {status} after Stop Partition',
         partition_status=status,
+    )
+
+
+def partition_not_started(name: str, status: str) -> DPMError:
+    why = {
+        'paused': 'the boot failed (see the operating system messages of the partition)',
+        'reservation-error': 'its resources could not be reserved on the CPC',
+    }.get(status, 'it is not running')
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_PARTITION_NOT_STARTED,
+        f'partition {name} is {status} after Start Partition: {why}',
+        partition_status=status,
+    )
+
+
+def host_not_ready(host: str, why: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_HOST_NOT_READY,
+        f'host {host} is not served: {why}',
+        host=host,
     )
 
 

@@ -30,6 +30,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_UNAUTHENTICATED: _ClassVar[ErrorReason]
     ERROR_REASON_PERMISSION_DENIED: _ClassVar[ErrorReason]
     ERROR_REASON_INSTANCE_BUSY: _ClassVar[ErrorReason]
+    ERROR_REASON_PARTITION_NOT_STARTED: _ClassVar[ErrorReason]
+    ERROR_REASON_HOST_NOT_READY: _ClassVar[ErrorReason]
 
 class PowerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +66,8 @@ ERROR_REASON_BACKEND_BUSY: ErrorReason
 ERROR_REASON_UNAUTHENTICATED: ErrorReason
 ERROR_REASON_PERMISSION_DENIED: ErrorReason
 ERROR_REASON_INSTANCE_BUSY: ErrorReason
+ERROR_REASON_PARTITION_NOT_STARTED: ErrorReason
+ERROR_REASON_HOST_NOT_READY: ErrorReason
 POWER_STATE_UNSPECIFIED: PowerState
 POWER_STATE_RUNNING: PowerState
 POWER_STATE_SHUTDOWN: PowerState

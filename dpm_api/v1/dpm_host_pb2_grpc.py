@@ -38,8 +38,11 @@ class DPMHostStub:
     NOT_FOUND            unknown host (reason HOST_NOT_FOUND), or the
     instance's partition does not exist.
     FAILED_PRECONDITION  the CPC is not usable (not in DPM mode, not
-    operating, unsupported storage path) or the
-    partition is in a state that forbids the operation.
+    operating, unsupported storage path), the host
+    failed its start-up checks (HOST_NOT_READY), the
+    partition is in a state that forbids the operation,
+    or a start left it paused or in reservation-error
+    (PARTITION_NOT_STARTED).
     RESOURCE_EXHAUSTED   the CPC subset, the NIC limit or the kernel command
     line is full, or the backend sheds load.
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
@@ -123,8 +126,11 @@ class DPMHostServicer:
     NOT_FOUND            unknown host (reason HOST_NOT_FOUND), or the
     instance's partition does not exist.
     FAILED_PRECONDITION  the CPC is not usable (not in DPM mode, not
-    operating, unsupported storage path) or the
-    partition is in a state that forbids the operation.
+    operating, unsupported storage path), the host
+    failed its start-up checks (HOST_NOT_READY), the
+    partition is in a state that forbids the operation,
+    or a start left it paused or in reservation-error
+    (PARTITION_NOT_STARTED).
     RESOURCE_EXHAUSTED   the CPC subset, the NIC limit or the kernel command
     line is full, or the backend sheds load.
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
@@ -200,7 +206,8 @@ class DPMHostServicer:
         NOT_FOUND (unknown host or virtual switch), RESOURCE_EXHAUSTED (subset
         capacity, more than 12 NICs, command line over 256 characters, busy),
         FAILED_PRECONDITION (CPC not usable, no vHBA path, boot volume not
-        reachable through the boot vHBA, partition state), UNAVAILABLE,
+        reachable through the boot vHBA, partition state, PARTITION_NOT_STARTED
+        when the start ends paused or in reservation-error), UNAVAILABLE,
         DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -229,7 +236,8 @@ class DPMHostServicer:
     def PowerOn(self, request, context):
         """PowerOn starts the partition (a paused or terminated one is stopped
         first). Idempotent: an active partition stays as it is. Codes: as
-        PowerOff.
+        PowerOff, and FAILED_PRECONDITION (PARTITION_NOT_STARTED) when the start
+        ends paused or in reservation-error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,8 +326,11 @@ class DPMHost:
     NOT_FOUND            unknown host (reason HOST_NOT_FOUND), or the
     instance's partition does not exist.
     FAILED_PRECONDITION  the CPC is not usable (not in DPM mode, not
-    operating, unsupported storage path) or the
-    partition is in a state that forbids the operation.
+    operating, unsupported storage path), the host
+    failed its start-up checks (HOST_NOT_READY), the
+    partition is in a state that forbids the operation,
+    or a start left it paused or in reservation-error
+    (PARTITION_NOT_STARTED).
     RESOURCE_EXHAUSTED   the CPC subset, the NIC limit or the kernel command
     line is full, or the backend sheds load.
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
