@@ -1,0 +1,131 @@
+"""Waiting for asynchronous HMC jobs (Start and Stop Partition) without wasting time.
+
+An HMC answers Start/Stop Partition with ``202`` and a job URI; the operation
+is done when the job is (``GET /api/jobs/{id}``). zhmcclient's own
+``Job.wait_for_completion`` sleeps 10 s between checks (zc ``_session.py``,
+raised from 1 s in python-zhmcclient PR #1033 "to release stress on the
+HMC"), so a 1 s start took 10 s. This waiter starts the job with
+``wait_for_completion=False`` and checks it on its own schedule
+(zc ``examples/async_operation_polling.py``):
+
+- it learns how long each kind of job takes on this HMC (the median of the
+  last few) and sleeps until the next one is due, then checks every
+  ``interval`` until it is done, then less and less often up to
+  ``max_interval``: few checks, and little time lost after the job ended;
+- a job it has not seen yet is checked after ``interval``, then with the same
+  growing pauses;
+- it never sleeps past the time the caller can give (``until``).
+
+``Job.check_for_completion`` deletes a finished job and raises ``HTTPError``
+for a job that failed. A job the HMC no longer knows (``404, reason 1``:
+deleted after a reply that was lost, or forgotten by a restarted HMC) has
+ended: the partition's status tells how. A check that cannot reach the HMC
+is repeated a few times (the job goes on meanwhile), then reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import zhmcclient
+
+LOG = logging.getLogger(__name__)
+
+# Durations remembered per kind of job.
+HISTORY = 5
+# Each pause after the expected end is this much longer than the one before.
+BACKOFF = 1.5
+# Checks in a row that may fail to reach the HMC before the wait gives up.
+UNREACHABLE_CHECKS = 3
+# HTTP status and reason of a job the HMC does not know (zc Job.query_status).
+JOB_GONE = (404, 1)
+
+
+class JobTimeout(Exception):
+    """The job was still running when the caller's time ran out."""
+
+
+class JobWaiter:
+    """Waits for HMC jobs on a schedule learnt from the jobs before them."""
+
+    def __init__(
+        self,
+        interval: float,
+        max_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = interval
+        self.max_interval = max(max_interval, interval)
+        # The clock and sleep of every wait (tests replace them).
+        self.now = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._durations: dict[str, collections.deque[float]] = {}
+
+    def expected(self, kind: str) -> float | None:
+        """Seconds a job of this kind usually takes here, or None if none was seen."""
+        with self._lock:
+            seen = self._durations.get(kind)
+            return statistics.median(seen) if seen else None
+
+    def _record(self, kind: str, seconds: float) -> None:
+        with self._lock:
+            self._durations.setdefault(kind, collections.deque(maxlen=HISTORY)).append(seconds)
+
+    def pauses(self, kind: str):
+        """The pauses between checks: until the expected end, then growing."""
+        expected = self.expected(kind)
+        elapsed = 0.0
+        if expected is not None and expected > self.interval:
+            first = expected - self.interval / 2
+            yield first
+            elapsed = first
+            # Around the expected end, check at the short interval.
+            while elapsed < expected + 2 * self.interval:
+                yield self.interval
+                elapsed += self.interval
+        pause = self.interval
+        while True:
+            yield pause
+            pause = min(pause * BACKOFF, self.max_interval)
+
+    def wait(self, job: zhmcclient.Job, kind: str, until: float) -> dict | None:
+        """The job's result once it ended (None if the HMC forgot it); HTTPError if it failed.
+
+        ``until`` is a time of ``clock``; past it, JobTimeout (the job goes on
+        on the HMC: a retry of the operation finds its outcome).
+        """
+        started = self.now()
+        last_pause = 0.0
+        unreachable = 0
+        for pause in self.pauses(kind):
+            now = self.now()
+            if now >= until:
+                raise JobTimeout(f'{kind} job {job.uri} still running')
+            self.sleep(max(min(pause, until - now), 0))
+            last_pause = pause
+            try:
+                status, result = job.check_for_completion()
+            except zhmcclient.ConnectionError as exc:
+                unreachable += 1
+                LOG.info('Checking %s job %s: %s', kind, job.uri, type(exc).__name__)
+                if unreachable >= UNREACHABLE_CHECKS:
+                    raise
+                continue
+            except zhmcclient.HTTPError as exc:
+                if (exc.http_status, exc.reason) == JOB_GONE:
+                    LOG.info('The HMC no longer knows %s job %s', kind, job.uri)
+                    return None
+                raise
+            unreachable = 0
+            if status == 'complete':
+                # The job ended somewhere within the last pause: count its middle.
+                self._record(kind, max(self.now() - started - last_pause / 2, 0.0))
+                return result
+        raise AssertionError('unreachable')  # pragma: no cover
