@@ -1,0 +1,103 @@
+"""Checks of each host before it is served, and a warning about host names.
+
+A host whose CPC or adapter mappings are wrong would fail every spawn, or
+worse, create vHBAs on another CPC's adapter. Each host is checked when the
+HMC first answers; one that fails is reported NOT_SERVING under its own
+health service name and its calls are refused with the reason, while the
+other hosts serve.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import zhmcclient
+
+from dpm_backend import errors
+from dpm_backend import naming
+from dpm_backend.call import Call
+from dpm_backend.host import CpcFacts
+from dpm_backend.host import Host
+
+# Properties of an adapter that the mapping check reads (one GET per mapped adapter).
+ADAPTER_PROPERTIES = ('type', 'storage-port-uris')
+FCP_ADAPTER_TYPE = 'fcp'
+# A host name that could match inside a MAC address ("fa", "e1").
+_MAC_FRAGMENT = re.compile(r'[0-9a-fA-F]{1,2}')
+
+
+class Checks:
+    """One round of start-up checks: each CPC, and its adapter list, is read once."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self._facts: dict[str, CpcFacts] = {}
+        self._adapters: dict[str, dict[str, zhmcclient.Adapter]] = {}
+
+    def _adapters_of(self, host: Host) -> dict[str, zhmcclient.Adapter]:
+        """The CPC's adapters by object id (List Adapters: its defaults include the type)."""
+        cpc_id = host.config.cpc_object_id
+        if cpc_id not in self._adapters:
+            self._adapters[cpc_id] = {
+                adapter.uri.rsplit('/', 1)[-1]: adapter
+                for adapter in host.cpc(self.call.client).adapters.list()
+            }
+        return self._adapters[cpc_id]
+
+    def host(self, host: Host) -> None:
+        """Raise a DPMError naming what makes the host unusable.
+
+        The CPC exists, is in DPM mode and operating, and holds the host's
+        limits; on a CPC with vHBAs every ``physical_storage_adapter_mappings``
+        entry names a port of an FCP adapter of that CPC.
+        """
+        cpc_id = host.config.cpc_object_id
+        if cpc_id not in self._facts:
+            self._facts[cpc_id] = host.facts(self.call, fresh=True)
+        facts = self._facts[cpc_id]
+        host.check_cpc(facts)
+        if facts.storage_management:
+            return
+        adapters = self._adapters_of(host)
+        for adapter_id, port in host.config.adapter_ports:
+            mapping = f'physical_storage_adapter_mappings {adapter_id}:{port}'
+            adapter = adapters.get(adapter_id)
+            if adapter is None:
+                raise errors.cpc_not_usable(
+                    host.name, f'{mapping}: no such adapter on CPC {facts.name}'
+                )
+            if adapter.properties.get('type') != FCP_ADAPTER_TYPE:
+                raise errors.cpc_not_usable(
+                    host.name,
+                    f'{mapping}: adapter {adapter.name} is of type '
+                    f'{adapter.properties.get("type")}, not {FCP_ADAPTER_TYPE}',
+                )
+            self.call.dialect.complete(adapter, ADAPTER_PROPERTIES)
+            if naming.storage_port_uri(adapter_id, port) not in (
+                adapter.properties.get('storage-port-uris') or []
+            ):
+                raise errors.cpc_not_usable(
+                    host.name, f'{mapping}: adapter {adapter.name} has no port {port}'
+                )
+
+
+def claims_nics_of(claimer: str, other: str) -> bool:
+    """Whether networking-dpm's agent for ``claimer`` takes ``other``'s NICs for its own.
+
+    The agent keeps a NIC whose description starts with ``OpenStack``,
+    contains its host name (a plain substring test) and a MAC
+    (networking-dpm ``dpm_neutron_agent.py``). Host names have no ``=``,
+    ``,`` or ``:``, so a match lies within one part of the description.
+    """
+    fixed_parts = [*naming.nic_description(other, '').split('='), other]
+    return any(claimer in part for part in fixed_parts) or bool(_MAC_FRAGMENT.fullmatch(claimer))
+
+
+def nic_claim_collisions(hosts: list[Host]) -> list[tuple[str, str]]:
+    """(claimer, other) for hosts on one CPC where the claimer's agent takes the other's NICs."""
+    return [
+        (a.name, b.name)
+        for a, b in itertools.permutations(hosts, 2)
+        if a.config.cpc_object_id == b.config.cpc_object_id and claims_nics_of(a.name, b.name)
+    ]
