@@ -45,8 +45,18 @@ def choose_target(
 
 
 def lun_property(lun: int) -> str:
-    """``boot-logical-unit-number``: the HMC wants the LUN as hex digits."""
-    return format(lun, 'x')
+    """``boot-logical-unit-number``: the 8-byte FCP LUN of Cinder's SCSI LUN, 16 hex digits.
+
+    Formed as os-brick's s390x FC connector forms it, so the partition boots
+    the LUN that Linux on Z attaches for the same volume (os-brick
+    ``initiator/connectors/fibre_channel_s390x.py`` ``_get_lun_string``): a
+    LUN up to 0xffff goes into the first two bytes (LUN 1 ->
+    ``0001000000000000``), a larger one into the first four. The original
+    nova-dpm wrote ``str(target_lun)``, which agrees only for LUN 0.
+    """
+    if lun <= 0xFFFF:
+        return f'{lun:04x}000000000000'
+    return f'{lun:08x}00000000'
 
 
 def partition_properties(target: BootTarget) -> dict[str, str]:

@@ -23,7 +23,6 @@ from dpm_backend import wwpn as wwpn_mod
 
 OBJECT_ID_REGEX = r'^[a-f0-9]{8}-([a-f0-9]{4}-){3}[a-f0-9]{12}$'
 HOST_GROUP_PREFIX = 'host:'
-BUILTIN_MOCK = 'builtin'
 CREDENTIAL_NAME = 'hmc-password'
 # systemd credential holding the token of host <name>: LoadCredential=token-<name>:<file>
 TOKEN_CREDENTIAL_PREFIX = 'token-'  # noqa: S105 (a file name prefix)
@@ -31,7 +30,6 @@ MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 1024
 # Visible ASCII: what an HTTP/2 header value carries unchanged.
 _TOKEN = re.compile(r'[\x21-\x7e]+')
-BUILTIN_MOCK_PATH = os.path.join(os.path.dirname(__file__), 'data', 'mock_hmc.yaml')
 
 
 class ConfigError(Exception):
@@ -83,7 +81,13 @@ hmc_opts = [
         'hosts',
         default=[],
         help='Host names or IP addresses of the HMC; more than one means '
-        'redundant HMCs, tried in order. Required unless mock_definition is set.',
+        'redundant HMCs, tried in order. Required. Without an HMC at hand, '
+        'dpm-hmc-sim serves a simulated one on loopback (see the README).',
+    ),
+    cfg.PortOpt(
+        'port',
+        default=6794,
+        help='TCP port of the HMC Web Services API on every host (6794 on a real HMC).',
     ),
     cfg.StrOpt('userid', help='HMC user id. Required.'),
     cfg.StrOpt(
@@ -155,12 +159,24 @@ hmc_opts = [
         'sessions are busy (e.g. with long start/stop jobs) before it is refused with '
         "RESOURCE_EXHAUSTED; never longer than the call's deadline. 0: refuse at once.",
     ),
-    cfg.StrOpt(
-        'mock_definition',
-        help="Run against zhmcclient's mock HMC loaded from this HMC "
-        "definition YAML (zhmcclient's format) instead of a real HMC. "
-        f'"{BUILTIN_MOCK}" selects the definition shipped with the backend. '
-        'Related options: hosts (ignored when this is set).',
+    cfg.FloatOpt(
+        'job_poll_interval',
+        default=0.2,
+        min=0.01,
+        max=10,
+        help='Seconds between the first checks of an HMC job (start, stop) whose '
+        'end is due. The backend learns how long each kind of job takes and '
+        'checks it from then on at this interval, then less and less often '
+        'up to job_poll_max_interval. zhmcclient alone would sleep 10 s between '
+        'checks. Related options: job_poll_max_interval.',
+    ),
+    cfg.FloatOpt(
+        'job_poll_max_interval',
+        default=2.0,
+        min=0.05,
+        max=60,
+        help='Longest pause in seconds between two checks of a running HMC job. '
+        'Related options: job_poll_interval.',
     ),
     cfg.BoolOpt(
         'log_requests',
@@ -325,7 +341,9 @@ class HmcConfig:
     operation_timeout: int
     pool_size: int
     pool_wait: int
-    mock_definition: str | None
+    port: int
+    job_poll_interval: float
+    job_poll_max_interval: float
     log_requests: bool
     probe_interval: int
     cpc_cache_ttl: int
@@ -449,14 +467,7 @@ def _load_host(conf: cfg.ConfigOpts, name: str) -> HostConfig:
 
 
 def _load_hmc(conf: cfg.ConfigOpts) -> HmcConfig:
-    mock_definition = _get(conf, 'hmc', 'mock_definition') or None
-    if mock_definition == BUILTIN_MOCK:
-        mock_definition = BUILTIN_MOCK_PATH
-    if mock_definition and not os.path.isfile(mock_definition):
-        raise ConfigError(f'[hmc] mock_definition: no such file: {mock_definition}')
-    hosts = tuple(_get(conf, 'hmc', 'hosts'))
-    if not hosts and not mock_definition:
-        raise ConfigError('[hmc] hosts is required (or mock_definition for the mock HMC)')
+    hosts = tuple(_require(conf, 'hmc', 'hosts'))
     password = _get(conf, 'hmc', 'password')
     password_file = _get(conf, 'hmc', 'password_file')
     credentials = os.environ.get('CREDENTIALS_DIRECTORY')
@@ -485,7 +496,9 @@ def _load_hmc(conf: cfg.ConfigOpts) -> HmcConfig:
         operation_timeout=_get(conf, 'hmc', 'operation_timeout'),
         pool_size=_get(conf, 'hmc', 'pool_size'),
         pool_wait=_get(conf, 'hmc', 'pool_wait'),
-        mock_definition=mock_definition,
+        port=_get(conf, 'hmc', 'port'),
+        job_poll_interval=_get(conf, 'hmc', 'job_poll_interval'),
+        job_poll_max_interval=_get(conf, 'hmc', 'job_poll_max_interval'),
         log_requests=_get(conf, 'hmc', 'log_requests'),
         probe_interval=_get(conf, 'hmc', 'probe_interval'),
         cpc_cache_ttl=_get(conf, 'hmc', 'cpc_cache_ttl'),

@@ -1,4 +1,4 @@
-"""HMC sessions: a bounded pool, the mock HMC, and the seam below the Session.
+"""HMC sessions: a bounded pool, the HMC's dialect, and the seam below the Session.
 
 zhmcclient Session/Client pairs may be used by one thread at a time, so each
 operation checks one pair out of the pool and returns it afterwards. Sessions
@@ -9,7 +9,11 @@ The one seam at zhmcclient's session boundary: every HMC request (GET, POST,
 DELETE, including logon and job polling) passes through the pool's
 interceptors. Benchmarks count requests there, fault tests inject errors and
 latency there, and the pool itself watches reachability there. Nothing above
-the Session knows whether the HMC is real or zhmcclient's mock.
+the Session knows whether the HMC is real or dpm-hmc-sim.
+
+The pool also reads the HMC's API version once (no logon needed) and keeps
+the :class:`~dpm_backend.dialect.Dialect` it implies; it is read again after
+the HMC was unreachable, since an HMC comes back from an upgrade that way.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import zhmcclient
-import zhmcclient.mock
 
 from dpm_backend import errors
 from dpm_backend.config import HmcConfig
+from dpm_backend.dialect import Dialect
 
 LOG = logging.getLogger(__name__)
 
@@ -128,67 +132,20 @@ def retry_timeout_config(config: HmcConfig) -> zhmcclient.RetryTimeoutConfig:
     )
 
 
-class _MockHmc:
-    """zhmcclient's mock HMC, shared by all sessions of the pool.
-
-    Each FakedSession normally owns its own FakedHmc; the pool's sessions must
-    see one HMC, so they are all pointed at one. The mock is not thread-safe,
-    so its requests are serialised, as an appliance would apply them one by
-    one. ``hmc`` attaches to an existing faked HMC instead of loading the
-    definition: a backend started after another one died sees what that one
-    left, as it would on a real HMC (tests use this).
-    """
-
-    def __init__(self, config: HmcConfig, hmc: zhmcclient.mock.FakedHmc | None = None) -> None:
-        self._config = config
-        if hmc is None:
-            hmc = zhmcclient.mock.FakedSession.from_hmc_yaml_file(
-                config.mock_definition, config.userid, config.password
-            ).hmc
-        self._hmc = hmc
-        self.lock = threading.Lock()
-
-    @property
-    def hmc(self) -> zhmcclient.mock.FakedHmc:
-        return self._hmc
-
-    def new_session(self) -> zhmcclient.Session:
-        hmc = self._hmc
-        session = zhmcclient.mock.FakedSession(
-            hmc.session.host,
-            hmc.hmc_name,
-            hmc.hmc_version,
-            hmc.api_version,
-            userid=self._config.userid,
-            password=self._config.password,
-        )
-        session._hmc = hmc  # share one faked HMC (no public setter)
-        return session
-
-    def serialise(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
-        with self.lock:
-            return proceed()
-
-
 class SessionPool:
     """A bounded pool of logged-on zhmcclient Clients."""
 
-    def __init__(
-        self,
-        config: HmcConfig,
-        interceptors: list[Interceptor] | None = None,
-        mock_hmc: zhmcclient.mock.FakedHmc | None = None,
-    ):
+    def __init__(self, config: HmcConfig, interceptors: list[Interceptor] | None = None):
         self._config = config
         self.reachability = Reachability()
-        # Outermost first: the observers of the caller, reachability, then the mock lock.
+        # Outermost first: the observers of the caller, then reachability.
         self.interceptors: list[Interceptor] = list(interceptors or [])
         if config.log_requests:
             self.interceptors.append(log_request)
         self.interceptors.append(self.reachability.interceptor)
-        self.mock = _MockHmc(config, mock_hmc) if config.mock_definition else None
-        if self.mock:
-            self.interceptors.append(self.mock.serialise)
+        self._dialect: Dialect | None = None
+        self._dialect_lock = threading.Lock()
+        self.reachability.add_listener(self._forget_dialect_when_down)
         self._idle: queue.LifoQueue[zhmcclient.Client] = queue.LifoQueue()
         self._all: list[zhmcclient.Client] = []
         self._lock = threading.Lock()
@@ -214,15 +171,30 @@ class SessionPool:
         return [s.session_id for s in sessions if s.session_id is not None]
 
     def _new_session(self) -> zhmcclient.Session:
-        if self.mock:
-            return self.mock.new_session()
         return zhmcclient.Session(
             list(self._config.hosts),
             userid=self._config.userid,
             password=self._config.password,
             retry_timeout_config=retry_timeout_config(self._config),
+            port=self._config.port,
             verify_cert=self._config.verify_cert,
         )
+
+    def _forget_dialect_when_down(self, reachable: bool) -> None:
+        if not reachable:
+            with self._dialect_lock:
+                self._dialect = None
+
+    def dialect(self, client: zhmcclient.Client) -> Dialect:
+        """The HMC's dialect, read with ``client`` the first time (one request, no logon)."""
+        with self._dialect_lock:
+            dialect = self._dialect
+        if dialect is None:
+            dialect = Dialect.of(client.query_api_version())
+            LOG.info('HMC %s', dialect)
+            with self._dialect_lock:
+                self._dialect = dialect
+        return dialect
 
     def _take(self, timeout: float) -> zhmcclient.Client:
         try:
@@ -255,9 +227,10 @@ class SessionPool:
             if logon and client.session.session_id is None:
                 client.session.logon()
             yield client
-        except zhmcclient.HTTPError as exc:
-            # zhmcclient's own re-logon did not cover it (or, on the mock, it
-            # cannot run): never hand that session out again.
+        except (zhmcclient.HTTPError, zhmcclient.ServerAuthError) as exc:
+            # zhmcclient logs on again by itself when the HMC expired the
+            # session; what still fails that way means the session is gone
+            # for good: never hand it out again.
             keep = not errors.is_session_gone(exc)
             raise
         finally:
@@ -277,7 +250,9 @@ class SessionPool:
         """Ask the HMC for its API version (no logon needed); True if it answered."""
         try:
             with self.client(timeout=self._config.connect_timeout, logon=False) as client:
-                client.query_api_version()
+                dialect = Dialect.of(client.query_api_version())
+            with self._dialect_lock:
+                self._dialect = dialect
         except (zhmcclient.Error, PoolExhausted) as exc:
             LOG.info('HMC probe failed: %s', type(exc).__name__)
             return False

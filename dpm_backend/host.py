@@ -15,6 +15,7 @@ import zhmcclient
 
 from dpm_backend import errors
 from dpm_backend import naming
+from dpm_backend.call import Call
 from dpm_backend.config import HostConfig
 
 STORAGE_MANAGEMENT_FEATURE = 'dpm-storage-management'
@@ -29,7 +30,7 @@ CPC_PROPERTIES = (
     'storage-customer',
     'available-features-list',
 )
-# Read with the partition list in the same request (HMC 2.16 additional-properties).
+# A partition's size: read with the partition list where the HMC can (2.16).
 SIZE_PROPERTIES = ('ifl-processors', 'initial-memory')
 # The adapter port a virtual switch connects (for the kernel command line).
 VSWITCH_PROPERTIES = ('port',)
@@ -66,33 +67,52 @@ def hypervisor_version(se_version: str) -> int:
     return parts[0] * 1_000_000 + parts[1] * 1_000 + parts[2]
 
 
+def storage_management_enabled(cpc_properties: dict) -> bool:
+    """Whether the CPC's firmware features (as read) include dpm-storage-management.
+
+    A CPC whose HMC reports no ``available-features-list`` is z13-era
+    (firmware features exist from HMC/SE 2.14.0, API 2.23: zhmcclient
+    ``Cpc.firmware_feature_enabled``); read from what was fetched, so that
+    the check never costs another request.
+    """
+    return any(
+        feature.get('name') == STORAGE_MANAGEMENT_FEATURE and feature.get('state')
+        for feature in cpc_properties.get('available-features-list') or []
+    )
+
+
 class CpcFactsCache:
-    """CPC facts and virtual switch ports per CPC, shared by all hosts, reused for a TTL."""
+    """CPC facts and virtual switch ports per CPC, shared by all hosts.
+
+    Facts are reused for a TTL. A virtual switch's adapter port never changes
+    (it is the port of its backing adapter), so ports are kept for good; a
+    switch not known yet is looked for once more.
+    """
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
         self._facts: dict[str, CpcFacts] = {}
-        # cpc object id -> (fetched at, virtual switch object id -> adapter port)
-        self._vswitches: dict[str, tuple[float, dict[str, int]]] = {}
+        # cpc object id -> virtual switch object id -> adapter port
+        self._vswitch_ports: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
 
-    def get(self, client: zhmcclient.Client, object_id: str, fresh: bool = False) -> CpcFacts:
+    def get(self, call: Call, object_id: str, fresh: bool = False) -> CpcFacts:
         now = time.monotonic()
         cached = self._facts.get(object_id)
         if cached and not fresh and now - cached.fetched_at < self._ttl:
             return cached
-        cpc = client.cpcs.resource_object(object_id)
-        cpc.pull_properties(list(CPC_PROPERTIES))
+        cpc = call.client.cpcs.resource_object(object_id)
+        call.dialect.complete(cpc, CPC_PROPERTIES)
+        props = cpc.properties
         facts = CpcFacts(
             object_id=object_id,
-            name=cpc.prop('name', ''),
-            dpm_enabled=bool(cpc.prop('dpm-enabled', False)),
-            status=cpc.prop('status', ''),
-            se_version=cpc.prop('se-version', '0.0.0'),
-            processor_count_ifl=int(cpc.prop('processor-count-ifl', 0)),
-            storage_customer=int(cpc.prop('storage-customer', 0)),
-            # A CPC whose HMC reports no firmware features is z13-era.
-            storage_management=cpc.firmware_feature_enabled(STORAGE_MANAGEMENT_FEATURE),
+            name=props.get('name', ''),
+            dpm_enabled=bool(props.get('dpm-enabled', False)),
+            status=props.get('status', ''),
+            se_version=props.get('se-version') or '0.0.0',
+            processor_count_ifl=int(props.get('processor-count-ifl') or 0),
+            storage_customer=int(props.get('storage-customer') or 0),
+            storage_management=storage_management_enabled(props),
             fetched_at=now,
         )
         with self._lock:
@@ -106,34 +126,79 @@ class CpcFactsCache:
             return cached
         return None
 
-    def vswitch_port(self, client: zhmcclient.Client, cpc_object_id: str, object_id: str) -> int:
+    def vswitch_port(self, call: Call, cpc_object_id: str, object_id: str) -> int:
         """The adapter port of a virtual switch of the CPC; KeyError if it has none such.
 
-        All virtual switches of the CPC are listed in one request and reused
-        for the TTL; a switch not in the list is looked for once more.
+        HMC 2.16 and later list every switch with its port in one request;
+        older HMCs list the switches (one request) and each one's port is
+        read once (one GET).
         """
-        now = time.monotonic()
-        fetched_at, ports = self._vswitches.get(cpc_object_id, (0.0, {}))
-        if object_id in ports and now - fetched_at < self._ttl:
-            return ports[object_id]
-        cpc = client.cpcs.resource_object(cpc_object_id)
-        listed = cpc.virtual_switches.list(additional_properties=list(VSWITCH_PROPERTIES))
+        known = self._vswitch_ports.get(cpc_object_id, {})
+        if object_id in known:
+            return known[object_id]
+        cpc = call.client.cpcs.resource_object(cpc_object_id)
+        listed = {
+            vswitch.uri.rsplit('/', 1)[-1]: vswitch
+            for vswitch in call.dialect.list_virtual_switch_ports(cpc)
+        }
+        vswitch = listed[object_id]
+        call.dialect.complete(vswitch, VSWITCH_PROPERTIES)
         ports = {
-            vswitch.uri.rsplit('/', 1)[-1]: int(vswitch.properties.get('port', 0) or 0)
-            for vswitch in listed
+            oid: int(listed_switch.properties['port'])
+            for oid, listed_switch in listed.items()
+            if listed_switch.properties.get('port') is not None
         }
         with self._lock:
-            self._vswitches[cpc_object_id] = (now, ports)
+            self._vswitch_ports.setdefault(cpc_object_id, {}).update(ports)
         return ports[object_id]
+
+
+class PartitionSizes:
+    """``ifl-processors`` and ``initial-memory`` of partitions, by URI.
+
+    HMCs before 2.16 cannot list partitions with their sizes. This backend
+    knows the sizes of the partitions it created and reads any other one of
+    its hosts once (one GET); HMC 2.16 lists them with the partitions, which
+    refreshes them here. Sizes change only through this backend (a partition
+    is created with its flavor's size).
+    """
+
+    def __init__(self) -> None:
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, uri: str, vcpus: int, memory_mb: int) -> None:
+        with self._lock:
+            self._sizes[uri] = (vcpus, memory_mb)
+
+    def forget(self, uri: str) -> None:
+        with self._lock:
+            self._sizes.pop(uri, None)
+
+    def of(self, call: Call, partition: zhmcclient.Partition) -> tuple[int, int]:
+        """The partition's size: as listed (2.16), as known, or from one GET."""
+        if not all(name in partition.properties for name in SIZE_PROPERTIES):
+            with self._lock:
+                known = self._sizes.get(partition.uri)
+            if known is not None:
+                return known
+            call.dialect.complete(partition, SIZE_PROPERTIES)
+        props = partition.properties  # a new dict after a pull
+        size = (int(props.get('ifl-processors') or 0), int(props.get('initial-memory') or 0))
+        self.record(partition.uri, *size)
+        return size
 
 
 class Host:
     """A CPC subset: its CPC, its limits and its own partitions."""
 
-    def __init__(self, config: HostConfig, cpc_facts: CpcFactsCache) -> None:
+    def __init__(self, config: HostConfig, cpc_facts: CpcFactsCache, sizes: PartitionSizes) -> None:
         self.config = config
         self.name = config.name
         self._cpc_facts = cpc_facts
+        self.sizes = sizes
+        # Why the host failed its start-up checks (its calls are refused), or None.
+        self.problem: str | None = None
         # Serialises capacity check + create within this host only.
         self.create_lock = threading.Lock()
 
@@ -141,9 +206,9 @@ class Host:
         """The CPC as a zhmcclient object; no HMC request."""
         return client.cpcs.resource_object(self.config.cpc_object_id)
 
-    def facts(self, client: zhmcclient.Client, fresh: bool = False) -> CpcFacts:
+    def facts(self, call: Call, fresh: bool = False) -> CpcFacts:
         try:
-            return self._cpc_facts.get(client, self.config.cpc_object_id, fresh)
+            return self._cpc_facts.get(call, self.config.cpc_object_id, fresh)
         except zhmcclient.CeasedExistence:
             raise errors.cpc_not_usable(
                 self.name, f'CPC {self.config.cpc_object_id} does not exist on the HMC'
@@ -177,19 +242,21 @@ class Host:
         """The CPC facts if the cache holds young ones; no HMC request."""
         return self._cpc_facts.peek(self.config.cpc_object_id)
 
-    def usable_facts(self, client: zhmcclient.Client) -> CpcFacts:
-        facts = self.facts(client)
+    def usable_facts(self, call: Call) -> CpcFacts:
+        facts = self.facts(call)
         self.check_cpc(facts)
         return facts
 
     def partitions(
-        self, client: zhmcclient.Client, properties: tuple[str, ...] = ()
+        self, call: Call, properties: tuple[str, ...] = ()
     ) -> dict[str, zhmcclient.Partition]:
-        """This host's partitions by instance uuid, with ``properties``; one HMC request."""
+        """This host's partitions by instance uuid; one HMC request.
+
+        ``properties`` come with the list on HMC 2.16 and later only.
+        """
         prefix = naming.partition_name_prefix(self.name)
-        found = self.cpc(client).partitions.list(
-            filter_args={'name': naming.partition_list_filter(prefix, exact=False)},
-            additional_properties=list(properties) or None,
+        found = call.dialect.list_partitions(
+            self.cpc(call.client), naming.partition_list_filter(prefix, exact=False), properties
         )
         owned = {}
         for partition in found:
@@ -199,28 +266,27 @@ class Host:
         return owned
 
     def find_partition(
-        self,
-        client: zhmcclient.Client,
-        instance_uuid: str,
-        properties: tuple[str, ...] = SIZE_PROPERTIES,
+        self, call: Call, instance_uuid: str, properties: tuple[str, ...] = ()
     ) -> zhmcclient.Partition | None:
-        """The instance's partition (with status and ``properties``), or None; one HMC request."""
+        """The instance's partition with its status and ``properties``, or None.
+
+        One List Partitions by exact name (which brings ``properties`` on HMC
+        2.16), and on older HMCs one GET of the partition if ``properties``
+        are wanted.
+        """
         name = naming.partition_name(self.name, instance_uuid)
-        for partition in self.cpc(client).partitions.list(
-            filter_args={'name': naming.partition_list_filter(name, exact=True)},
-            additional_properties=list(properties),
+        for partition in call.dialect.list_partitions(
+            self.cpc(call.client), naming.partition_list_filter(name, exact=True), properties
         ):
             if partition.name == name:
+                call.dialect.complete(partition, properties)
                 return partition
         return None
 
     def get_partition(
-        self,
-        client: zhmcclient.Client,
-        instance_uuid: str,
-        properties: tuple[str, ...] = SIZE_PROPERTIES,
+        self, call: Call, instance_uuid: str, properties: tuple[str, ...] = ()
     ) -> zhmcclient.Partition:
-        partition = self.find_partition(client, instance_uuid, properties)
+        partition = self.find_partition(call, instance_uuid, properties)
         if partition is None:
             raise errors.instance_not_found(self.name, instance_uuid)
         return partition
@@ -240,10 +306,10 @@ class Host:
                 f'{self.config.max_memory} MiB in use',
             )
 
-    def vswitch_port(self, client: zhmcclient.Client, object_id: str) -> int:
+    def vswitch_port(self, call: Call, object_id: str) -> int:
         """The adapter port behind a virtual switch of this host's CPC."""
         try:
-            return self._cpc_facts.vswitch_port(client, self.config.cpc_object_id, object_id)
+            return self._cpc_facts.vswitch_port(call, self.config.cpc_object_id, object_id)
         except KeyError:
             raise errors.hmc_object_not_found(
                 f'virtual switch {object_id} on the CPC of host {self.name}'

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import threading
-import time
 from collections.abc import Iterator
 
 import zhmcclient
@@ -21,7 +19,10 @@ from dpm_backend import boot
 from dpm_backend import cmdline
 from dpm_backend import errors
 from dpm_backend import naming
+from dpm_backend import power
 from dpm_backend import states
+from dpm_backend.call import Call
+from dpm_backend.call import Deadline
 from dpm_backend.host import SIZE_PROPERTIES
 from dpm_backend.host import Host
 from dpm_backend.host import usage_of
@@ -33,31 +34,16 @@ LOG = logging.getLogger(__name__)
 NIC_PROPERTIES = ('name', 'device-number')
 HBA_PROPERTIES = ('name', 'wwpn', 'device-number')
 CMDLINE_PROPERTY = 'boot-os-specific-parameters'
-# Read with the partition lookup of prepare, spawn and the connector, so its
-# NICs and vHBAs are known without another request.
-DEVICE_LIST_PROPERTIES = (*SIZE_PROPERTIES, 'hba-uris', 'nic-uris')
-# NIC device numbers are chosen here (Create NIC accepts one), so that the
-# command line needs no GET per NIC. A qeth NIC takes three consecutive device
-# numbers (the guest groups devno..devno+2); the search starts at this one.
+# Read with the partition lookup of prepare, spawn and the connector (with the
+# list on HMC 2.16, by one GET before), so its NICs and vHBAs are known
+# without a request each.
+DEVICE_LIST_PROPERTIES = ('hba-uris', 'nic-uris')
+# NIC device numbers are chosen here (Create NIC accepts one, IBM Docs "Create
+# NIC"), so that the command line needs no GET per NIC. A qeth NIC takes three
+# consecutive device numbers (the guest groups devno..devno+2); the search
+# starts at this one.
 FIRST_NIC_DEVICE_NUMBER = 0x1000
 QETH_DEVICE_NUMBERS = 3
-
-
-class Deadline:
-    """The time left for an operation; HMC waits never outlast the caller."""
-
-    def __init__(self, seconds: float) -> None:
-        self._end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self._end - time.monotonic()
-
-    def timeout(self, action: str) -> int:
-        """Whole seconds left for an HMC wait (zhmcclient treats 0 as none)."""
-        left = self.remaining()
-        if left <= 0:
-            raise errors.hmc_timeout(action)
-        return max(1, math.floor(left))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,16 +74,16 @@ def info_of_row(instance_uuid: str, row) -> Info:
     )
 
 
-def info_of(instance_uuid: str, partition: zhmcclient.Partition) -> Info:
-    """Info from properties already held locally; no HMC request."""
-    props = partition.properties
+def info_of(call: Call, host: Host, instance_uuid: str, partition: zhmcclient.Partition) -> Info:
+    """Info from what is held locally (sizes: see PartitionSizes); no request on HMC 2.16."""
+    vcpus, memory_mb = host.sizes.of(call, partition)
     return Info(
         instance_uuid=instance_uuid,
-        partition_name=props.get('name', ''),
+        partition_name=partition.properties.get('name', ''),
         partition_object_id=partition.uri.rsplit('/', 1)[-1],
-        status=props.get('status', ''),
-        vcpus=int(props.get('ifl-processors', 0) or 0),
-        memory_mb=int(props.get('initial-memory', 0) or 0),
+        status=partition.properties.get('status', ''),
+        vcpus=vcpus,
+        memory_mb=memory_mb,
     )
 
 
@@ -153,56 +139,32 @@ def _partition_properties(host: Host, instance_uuid: str, flavor: Flavor) -> dic
     }
 
 
-def _wait_for_steady(partition: zhmcclient.Partition, deadline: Deadline) -> str:
-    """Wait until the partition leaves starting/stopping; return its status."""
-    status = partition.properties.get('status', '')
-    if status in states.TRANSITIONAL:
-        steady = sorted(set(states.POWER_STATES) - states.TRANSITIONAL)
-        partition.wait_for_status(steady, status_timeout=deadline.timeout('wait for status'))
-        status = partition.properties.get('status', '')
-    return status
-
-
-def _stop(partition: zhmcclient.Partition, deadline: Deadline) -> None:
-    timeout = deadline.timeout('stop partition')
-    partition.stop(wait_for_completion=True, operation_timeout=timeout, status_timeout=timeout)
-
-
-def _start(partition: zhmcclient.Partition, deadline: Deadline) -> None:
-    timeout = deadline.timeout('start partition')
-    partition.start(wait_for_completion=True, operation_timeout=timeout, status_timeout=timeout)
-
-
-def _ensure_stopped(partition: zhmcclient.Partition, deadline: Deadline) -> None:
-    status = _wait_for_steady(partition, deadline)
-    if status != states.STOPPED:
-        _stop(partition, deadline)
-
-
-def _devices(manager, uri_property: str, properties: tuple[str, ...]) -> list:
-    """The partition's NICs or vHBAs with ``properties``: one GET each.
+def _devices(call: Call, manager, uri_property: str) -> list:
+    """The partition's NICs or vHBAs with their properties: one GET each.
 
     The partition's list of them was read with the partition itself
     (DEVICE_LIST_PROPERTIES, or recorded when this backend created it).
+    NICs and HBAs take no property filter (zhmcclient reads them whole).
     """
     partition = manager.partition
-    if uri_property not in partition.properties:
-        partition.pull_properties([uri_property])
+    call.dialect.complete(partition, (uri_property,))
     devices = []
     for uri in partition.properties[uri_property] or []:
         device = manager.resource_object(uri)
-        device.pull_properties(list(properties))
+        device.pull_full_properties()
         devices.append(device)
     return devices
 
 
-def _hbas_by_name(partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
-    return {hba.name: hba for hba in _devices(partition.hbas, 'hba-uris', HBA_PROPERTIES)}
+def _hbas_by_name(call: Call, partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
+    return {hba.name: hba for hba in _devices(call, partition.hbas, 'hba-uris')}
 
 
-def _ensure_hbas(host: Host, partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
+def _ensure_hbas(
+    call: Call, host: Host, partition: zhmcclient.Partition
+) -> dict[str, zhmcclient.Hba]:
     """Create the vHBAs the host's adapter mappings call for; return all by name."""
-    hbas = _hbas_by_name(partition)
+    hbas = _hbas_by_name(call, partition)
     for adapter_id, port in host.config.adapter_ports:
         name = naming.hba_name(adapter_id, port)
         if name in hbas:
@@ -214,53 +176,64 @@ def _ensure_hbas(host: Host, partition: zhmcclient.Partition) -> dict[str, zhmcc
                 'adapter-port-uri': naming.storage_port_uri(adapter_id, port),
             }
         )
-        hba.pull_properties(list(HBA_PROPERTIES))
+        hba.pull_full_properties()
         hbas[name] = hba
     return hbas
 
 
 def _wwpns(hbas: dict[str, zhmcclient.Hba]) -> list[str]:
-    return sorted(hba.prop('wwpn').lower().removeprefix('0x') for hba in hbas.values())
+    return sorted(hba.properties['wwpn'].lower().removeprefix('0x') for hba in hbas.values())
 
 
 def _ensure_partition(
-    client: zhmcclient.Client, host: Host, instance_uuid: str, flavor: Flavor
+    call: Call, host: Host, instance_uuid: str, flavor: Flavor
 ) -> tuple[zhmcclient.Partition, bool]:
     """The instance's partition, created (within the host's limits) if missing.
 
     One list of the host's partitions, read fresh, finds it and measures the
-    host's usage for the capacity check.
+    host's usage for the capacity check (sizes: see PartitionSizes).
     """
-    facts = host.usable_facts(client)
+    facts = host.usable_facts(call)
     host.require_vhba_path(facts)
     with host.create_lock:
-        owned = host.partitions(client, DEVICE_LIST_PROPERTIES)
+        owned = host.partitions(call, (*SIZE_PROPERTIES, *DEVICE_LIST_PROPERTIES))
         partition = owned.get(instance_uuid)
         if partition is not None:
+            call.dialect.complete(partition, DEVICE_LIST_PROPERTIES)
             return partition, False
-        used = usage_of(
-            (int(p.prop('ifl-processors', 0) or 0), int(p.prop('initial-memory', 0) or 0))
-            for p in owned.values()
-        )
+        used = usage_of(host.sizes.of(call, p) for p in owned.values())
         host.check_capacity(used, flavor.vcpus, flavor.memory_mb)
+        call.deadline.check('create partition')
         properties = _partition_properties(host, instance_uuid, flavor)
-        partition = host.cpc(client).partitions.create(properties)
+        partition = host.cpc(call.client).partitions.create(properties)
+    host.sizes.record(partition.uri, flavor.vcpus, flavor.memory_mb)
     # A new partition is stopped and has no devices; record it instead of asking the HMC.
-    partition.update_properties_local({'status': states.STOPPED, 'hba-uris': [], 'nic-uris': []})
+    partition.update_properties_local(
+        {
+            'name': properties['name'],
+            'status': states.STOPPED,
+            'ifl-processors': flavor.vcpus,
+            'initial-memory': flavor.memory_mb,
+            'hba-uris': [],
+            'nic-uris': [],
+        }
+    )
     LOG.info('Created partition %s', properties['name'])
     return partition, True
 
 
-def _delete_partition(partition: zhmcclient.Partition, deadline: Deadline) -> None:
-    _ensure_stopped(partition, deadline)
+def _delete_partition(call: Call, host: Host, partition: zhmcclient.Partition) -> None:
+    power.ensure_stopped(call, partition)
     partition.delete()
+    host.sizes.forget(partition.uri)
 
 
 def _undo(
+    call: Call,
+    host: Host,
     partition: zhmcclient.Partition,
     created: bool,
     created_nics: list[zhmcclient.Nic],
-    deadline: Deadline,
 ) -> None:
     """Remove what a failed call created; the partition is stopped first.
 
@@ -271,19 +244,19 @@ def _undo(
     name = partition.properties.get('name', partition.uri)
     if not created and not created_nics:
         return
-    partition.pull_properties(['status'])
+    power.read_status(call, partition)
     if created:
-        _delete_partition(partition, deadline)
+        _delete_partition(call, host, partition)
         LOG.warning('Rolled back: deleted partition %s', name)
         return
-    _ensure_stopped(partition, deadline)
+    power.ensure_stopped(call, partition)
     for nic in created_nics:
         nic.delete()
     LOG.warning('Rolled back: deleted %d NICs of %s', len(created_nics), name)
 
 
 @contextlib.contextmanager
-def _rollback_on_error(partition: zhmcclient.Partition, created: bool, deadline: Deadline):
+def _rollback_on_error(call: Call, host: Host, partition: zhmcclient.Partition, created: bool):
     """Undo what a failed call created: its NICs, and the partition if it was new.
 
     A rollback that fails (the HMC is still failing, the deadline passed) is
@@ -295,7 +268,7 @@ def _rollback_on_error(partition: zhmcclient.Partition, created: bool, deadline:
         yield created_nics
     except BaseException:
         try:
-            _undo(partition, created, created_nics, deadline)
+            _undo(call, host, partition, created, created_nics)
         except (zhmcclient.Error, errors.DPMError) as exc:
             LOG.error(
                 'Rollback of partition %s failed: %s',
@@ -305,48 +278,55 @@ def _rollback_on_error(partition: zhmcclient.Partition, created: bool, deadline:
         raise
 
 
-def prepare(
-    client: zhmcclient.Client,
-    host: Host,
-    instance_uuid: str,
-    flavor: Flavor,
-    deadline: Deadline,
-) -> tuple[Info, list[str]]:
+def prepare(call: Call, host: Host, instance_uuid: str, flavor: Flavor) -> tuple[Info, list[str]]:
     """The stopped partition with its vHBAs, and their WWPNs."""
-    partition, created = _ensure_partition(client, host, instance_uuid, flavor)
-    with _rollback_on_error(partition, created, deadline):
-        hbas = _ensure_hbas(host, partition)
-    return info_of(instance_uuid, partition), _wwpns(hbas)
+    partition, created = _ensure_partition(call, host, instance_uuid, flavor)
+    with _rollback_on_error(call, host, partition, created):
+        hbas = _ensure_hbas(call, host, partition)
+    return info_of(call, host, instance_uuid, partition), _wwpns(hbas)
 
 
-def volume_connector(client: zhmcclient.Client, host: Host, instance_uuid: str) -> list[str]:
-    partition = host.get_partition(client, instance_uuid, DEVICE_LIST_PROPERTIES)
-    return _wwpns(_hbas_by_name(partition))
+def volume_connector(call: Call, host: Host, instance_uuid: str) -> list[str]:
+    partition = host.get_partition(call, instance_uuid, DEVICE_LIST_PROPERTIES)
+    return _wwpns(_hbas_by_name(call, partition))
 
 
-def _vswitch_ports(host: Host, client: zhmcclient.Client, spec: SpawnSpec) -> dict[str, int]:
-    """The adapter port behind each virtual switch the NICs use (cached per CPC)."""
+def _vswitch_ports(call: Call, host: Host, spec: SpawnSpec) -> dict[str, int]:
+    """The adapter port behind each virtual switch the NICs use (kept per CPC)."""
     return {
-        nic.vswitch_object_id: host.vswitch_port(client, nic.vswitch_object_id) for nic in spec.nics
+        nic.vswitch_object_id: host.vswitch_port(call, nic.vswitch_object_id) for nic in spec.nics
     }
 
 
+def _plain_decimal(number: int) -> bool:
+    """Whether the 4 hex digits of a device number have no letters."""
+    return format(number, '04x').isdigit()
+
+
 def _free_device_numbers(used: set[int], count: int) -> list[str]:
-    """``count`` qeth device numbers whose three subchannels are all free."""
+    """``count`` qeth device numbers whose three subchannels are all free.
+
+    Only numbers written without hex letters are chosen (1000, 1003, ...,
+    1010): the kernel command line carries the first one, and the original
+    nova-dpm guest tools compare it case-sensitively with the lower-case
+    sysfs bus id (``0.0.100c``), so a number with letters would match
+    nothing on images built with them.
+    """
     chosen: list[str] = []
     number = FIRST_NIC_DEVICE_NUMBER
     while len(chosen) < count:
         span = set(range(number, number + QETH_DEVICE_NUMBERS))
-        if span & used:
+        if span & used or not all(_plain_decimal(n) for n in span):
             number += 1
             continue
-        chosen.append(f'{number:04X}')
+        chosen.append(f'{number:04x}')
         used |= span
         number += QETH_DEVICE_NUMBERS
     return chosen
 
 
 def _ensure_nics(
+    call: Call,
     host: Host,
     partition: zhmcclient.Partition,
     spec: SpawnSpec,
@@ -355,13 +335,13 @@ def _ensure_nics(
     created: list[zhmcclient.Nic],
 ) -> list[cmdline.NicToken]:
     """Create the missing NICs; return their command-line tokens in request order."""
-    existing = {nic.name: nic for nic in _devices(partition.nics, 'nic-uris', NIC_PROPERTIES)}
+    existing = {nic.name: nic for nic in _devices(call, partition.nics, 'nic-uris')}
     used: set[int] = set()
     for hba in hbas.values():
         if hba.properties.get('device-number'):
             used.add(int(hba.properties['device-number'], 16))
     for nic in existing.values():
-        first = int(nic.prop('device-number'), 16)
+        first = int(nic.properties['device-number'], 16)
         used.update(range(first, first + QETH_DEVICE_NUMBERS))
     missing = [n for n in spec.nics if naming.nic_name(n.port_id) not in existing]
     free = iter(_free_device_numbers(used, len(missing)))
@@ -383,7 +363,7 @@ def _ensure_nics(
             created.append(nic)
         tokens.append(
             cmdline.NicToken(
-                device_number=nic.prop('device-number'),
+                device_number=nic.properties['device-number'].lower(),
                 adapter_port=vswitch_ports[nic_spec.vswitch_object_id],
                 mac=nic_spec.mac,
             )
@@ -396,7 +376,7 @@ def _boot_target(host: Host, hbas: dict[str, zhmcclient.Hba], spec: SpawnSpec) -
     boot_hba = hbas[naming.hba_name(adapter_id, port)]
     try:
         target = boot.choose_target(
-            boot_hba.prop('wwpn'),
+            boot_hba.properties['wwpn'],
             spec.boot_volume.initiator_target_map,
             host.config.target_wwpn_ignore_list,
         )
@@ -405,22 +385,21 @@ def _boot_target(host: Host, hbas: dict[str, zhmcclient.Hba], spec: SpawnSpec) -
     return boot.BootTarget(boot_hba.uri, target, spec.boot_volume.lun)
 
 
-def spawn(
-    client: zhmcclient.Client, host: Host, spec: SpawnSpec, deadline: Deadline
-) -> tuple[Info, str]:
+def spawn(call: Call, host: Host, spec: SpawnSpec) -> tuple[Info, str]:
     """Configure and start the partition; return it and the command line written."""
-    partition, created = _ensure_partition(client, host, spec.instance_uuid, spec.flavor)
-    status = _wait_for_steady(partition, deadline)
+    partition, created = _ensure_partition(call, host, spec.instance_uuid, spec.flavor)
+    status = power.wait_for_steady(call, partition)
     if status in states.RUNNING:
         # A retry after the partition came up: it is configured already.
-        partition.pull_properties([CMDLINE_PROPERTY])
-        return info_of(spec.instance_uuid, partition), partition.prop(CMDLINE_PROPERTY, '')
-    with _rollback_on_error(partition, created, deadline) as created_nics:
-        if status != states.STOPPED:
-            _stop(partition, deadline)
-        hbas = _ensure_hbas(host, partition)
-        ports = _vswitch_ports(host, client, spec)
-        tokens = _ensure_nics(host, partition, spec, ports, hbas, created_nics)
+        call.dialect.complete(partition, (CMDLINE_PROPERTY,))
+        info = info_of(call, host, spec.instance_uuid, partition)
+        return info, partition.properties.get(CMDLINE_PROPERTY) or ''
+    with _rollback_on_error(call, host, partition, created) as created_nics:
+        if status not in states.NOT_STARTED:
+            power.stop(call, partition)
+        hbas = _ensure_hbas(call, host, partition)
+        ports = _vswitch_ports(call, host, spec)
+        tokens = _ensure_nics(call, host, partition, spec, ports, hbas, created_nics)
         value = cmdline.value(tokens)
         if not cmdline.fits(value):
             raise errors.cmdline_too_long(len(value), cmdline.MAX_LENGTH)
@@ -428,49 +407,42 @@ def spawn(
         properties[CMDLINE_PROPERTY] = value
         partition.update_properties(properties)
         if not spec.leave_stopped:
-            _start(partition, deadline)
+            power.start(call, partition)
     LOG.info(
         '%s partition %s',
         'Configured' if spec.leave_stopped else 'Started',
         partition.properties.get('name'),
     )
-    return info_of(spec.instance_uuid, partition), value
+    return info_of(call, host, spec.instance_uuid, partition), value
 
 
-def destroy(client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline) -> bool:
+def destroy(call: Call, host: Host, instance_uuid: str) -> bool:
     """Stop and delete the partition (NICs and vHBAs go with it); False if gone."""
-    partition = host.find_partition(client, instance_uuid)
+    partition = host.find_partition(call, instance_uuid)
     if partition is None:
         return False
-    _delete_partition(partition, deadline)
+    _delete_partition(call, host, partition)
     LOG.info('Deleted partition %s', partition.properties.get('name'))
     return True
 
 
-def power_off(
-    client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline
-) -> Info:
-    partition = host.get_partition(client, instance_uuid)
-    _ensure_stopped(partition, deadline)
-    return info_of(instance_uuid, partition)
+def power_off(call: Call, host: Host, instance_uuid: str) -> Info:
+    partition = host.get_partition(call, instance_uuid)
+    power.ensure_stopped(call, partition)
+    return info_of(call, host, instance_uuid, partition)
 
 
-def power_on(client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline) -> Info:
-    partition = host.get_partition(client, instance_uuid)
-    status = _wait_for_steady(partition, deadline)
-    if status not in states.RUNNING:
-        if status != states.STOPPED:
-            # A paused partition (in-guest shutdown) cannot be started directly.
-            _stop(partition, deadline)
-        _start(partition, deadline)
-    return info_of(instance_uuid, partition)
+def power_on(call: Call, host: Host, instance_uuid: str) -> Info:
+    partition = host.get_partition(call, instance_uuid)
+    power.ensure_started(call, partition)
+    return info_of(call, host, instance_uuid, partition)
 
 
-def reboot(client: zhmcclient.Client, host: Host, instance_uuid: str, deadline: Deadline) -> Info:
-    partition = host.get_partition(client, instance_uuid)
-    _ensure_stopped(partition, deadline)
-    _start(partition, deadline)
-    return info_of(instance_uuid, partition)
+def reboot(call: Call, host: Host, instance_uuid: str) -> Info:
+    partition = host.get_partition(call, instance_uuid)
+    power.ensure_stopped(call, partition)
+    power.start(call, partition)
+    return info_of(call, host, instance_uuid, partition)
 
 
 def info_in(snapshot, host: Host, instance_uuid: str) -> Info:

@@ -74,7 +74,12 @@ def hba_name(adapter_object_id: str, port: int) -> str:
 
 
 def hba_description(host: str) -> str:
-    return partition_description(host)
+    """The vHBA description, byte-identical to the original's ``"OpenStack CPCSubset= " + host``.
+
+    Unlike the partition's, it has a space after ``=`` (nova-dpm ``vm.py``).
+    Nothing reads it back: vHBAs are found by name within their partition.
+    """
+    return f'OpenStack CPCSubset= {host}'
 
 
 def virtual_switch_uri(object_id: str) -> str:

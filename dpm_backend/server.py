@@ -11,10 +11,12 @@ import socket
 import stat
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
+import zhmcclient
 from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
@@ -26,16 +28,25 @@ from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend import auth
 from dpm_backend import config as config_mod
+from dpm_backend import errors
+from dpm_backend import startup
+from dpm_backend.call import Call
+from dpm_backend.call import Deadline
 from dpm_backend.config import BackendConfig
 from dpm_backend.hmc import Interceptor
+from dpm_backend.hmc import PoolExhausted
 from dpm_backend.hmc import SessionPool
 from dpm_backend.host import CpcFactsCache
 from dpm_backend.host import Host
+from dpm_backend.host import PartitionSizes
+from dpm_backend.jobs import JobWaiter
 from dpm_backend.service import DPMHostServicer
 
 LOG = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name['DPMHost'].full_name
+# Seconds between new checks of a host that failed its start-up checks.
+RECHECK_INTERVAL = 60.0
 # Threads kept free of DPMHost work, for health checks and reflection.
 RESERVED_THREADS = 4
 # Calls admitted at once (in flight or queued for a thread), per thread. The
@@ -62,19 +73,19 @@ class Backend:
     """One running DPMHost server for the hosts of one HMC."""
 
     def __init__(
-        self,
-        config: BackendConfig,
-        interceptors: list[Interceptor] | None = None,
-        mock_hmc=None,
+        self, config: BackendConfig, interceptors: list[Interceptor] | None = None
     ) -> None:
-        """``mock_hmc``: attach to this faked HMC instead of loading one (tests)."""
         self.config = config
-        self.pool = SessionPool(config.hmc, interceptors, mock_hmc)
+        self.pool = SessionPool(config.hmc, interceptors)
         facts = CpcFactsCache(config.hmc.cpc_cache_ttl)
-        self.hosts = {name: Host(host, facts) for name, host in config.hosts.items()}
+        sizes = PartitionSizes()
+        self.hosts = {name: Host(host, facts, sizes) for name, host in config.hosts.items()}
+        self.jobs = JobWaiter(config.hmc.job_poll_interval, config.hmc.job_poll_max_interval)
         self.servicer = DPMHostServicer(
             self.hosts,
             self.pool,
+            self.jobs,
+            sizes,
             config.max_concurrent_operations,
             config.default_deadline,
         )
@@ -83,18 +94,74 @@ class Backend:
         self._stopped = threading.Event()
         self._server: grpc.Server | None = None
         self._monitor: threading.Thread | None = None
+        # Hosts whose start-up checks passed; the others are checked again.
+        self._checked: set[str] = set()
+        self._last_check = 0.0
         self.address = ''
         self.pool.reachability.add_listener(lambda reachable: self._update_health())
 
+    @staticmethod
+    def host_service_name(host: str) -> str:
+        """The health service name of one host (its own SERVING status)."""
+        return f'{SERVICE_NAME}/{host}'
+
     def _update_health(self) -> None:
         serving = self.pool.reachability.reachable and not self._draining
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+
+        def status(ok: bool):
+            if ok:
+                return health_pb2.HealthCheckResponse.SERVING
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+
         for service in ('', SERVICE_NAME):
-            self.health.set(service, status)
+            self.health.set(service, status(serving))
+        for name in self.hosts:
+            self.health.set(self.host_service_name(name), status(serving and name in self._checked))
+
+    def check_hosts(self) -> None:
+        """Run the start-up checks of the hosts not yet found usable; update health."""
+        unchecked = [host for name, host in self.hosts.items() if name not in self._checked]
+        deadline = Deadline(self.config.hmc.connect_timeout + self.config.hmc.read_timeout)
+        try:
+            with self.pool.client(timeout=deadline.remaining()) as client:
+                checks = startup.Checks(
+                    Call(client, self.pool.dialect(client), self.jobs, deadline)
+                )
+                for host in unchecked:
+                    self._check(checks, host)
+        except (zhmcclient.Error, PoolExhausted) as exc:
+            # The HMC is not answering: the checks run again when it is.
+            LOG.warning('Could not check the hosts: %s', type(exc).__name__)
+        self._last_check = time.monotonic()
+        self._update_health()
+
+    def _check(self, checks: startup.Checks, host: Host) -> None:
+        try:
+            checks.host(host)
+        except errors.DPMError as exc:
+            if host.problem != exc.message:
+                LOG.error('Host %s is not served: %s', host.name, exc.message)
+            host.problem = exc.message
+            return
+        if host.problem is not None:
+            LOG.info('Host %s passed its checks and is served', host.name)
+        host.problem = None
+        self._checked.add(host.name)
+
+    def hosts_checked(self) -> bool:
+        """Whether the start-up checks have run (each host passed, failed, or met an outage)."""
+        return self._last_check > 0.0
+
+    def warn_about_host_names(self) -> None:
+        for claimer, other in startup.nic_claim_collisions(list(self.hosts.values())):
+            LOG.warning(
+                "networking-dpm's agent for host %s will take the NICs of host %s for "
+                'its own (its NIC filter is a plain substring test on the NIC '
+                'description): give hosts on one CPC names that do not occur in '
+                "each other's NIC descriptions",
+                claimer,
+                other,
+            )
 
     def _bind(self, server: grpc.Server) -> str:
         listen = self.config.listen
@@ -168,16 +235,27 @@ class Backend:
             os.umask(old_umask)
         self._secure_socket(gid)
         self._server = server
+        self.warn_about_host_names()
         self._update_health()
         self._monitor = threading.Thread(target=self._watch_hmc, name='hmc-probe', daemon=True)
         self._monitor.start()
         LOG.info('Serving DPMHost for hosts %s on %s', ', '.join(self.hosts), self.address)
 
     def _watch_hmc(self) -> None:
-        """Probe the HMC while it is unreachable, so health recovers by itself."""
+        """Probe the HMC while it is unreachable, so health recovers by itself.
+
+        Hosts are checked once the HMC answers; one that failed is checked
+        again every RECHECK_INTERVAL seconds (a CPC may come back, an adapter
+        may be configured).
+        """
         while not self._stopped.is_set():
             if not self.pool.reachability.reachable and self.pool.probe():
                 self.pool.reachability.set(True)
+            unchecked = len(self._checked) < len(self.hosts)
+            first = self._last_check == 0.0
+            due = time.monotonic() - self._last_check >= RECHECK_INTERVAL
+            if self.pool.reachability.reachable and unchecked and (first or due):
+                self.check_hosts()
             self._stopped.wait(self.config.hmc.probe_interval)
 
     def stop(self, grace: float | None = None) -> None:
@@ -207,8 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     oslo_logging.setup(conf, 'dpm-backend')
     if config.hmc.verify_cert is False:
         LOG.warning('HMC certificate verification is OFF ([hmc] verify_cert = false)')
-    if config.hmc.mock_definition:
-        LOG.warning('Using the mock HMC from %s', config.hmc.mock_definition)
     backend = Backend(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -24,18 +24,21 @@ from dpm_backend import errors
 from dpm_backend import instance
 from dpm_backend import naming
 from dpm_backend import validation
+from dpm_backend.call import Call
+from dpm_backend.call import Deadline
 from dpm_backend.hmc import PoolExhausted
 from dpm_backend.hmc import SessionPool
 from dpm_backend.host import Host
+from dpm_backend.host import PartitionSizes
 from dpm_backend.host import hypervisor_version
 from dpm_backend.host import usage_of
-from dpm_backend.instance import Deadline
+from dpm_backend.jobs import JobWaiter
 from dpm_backend.snapshot import SNAPSHOT_MAX_AGE
 from dpm_backend.snapshot import Snapshots
 
 LOG = logging.getLogger(__name__)
 T = TypeVar('T')
-Operation = Callable[[zhmcclient.Client, Host, Deadline], T]
+Operation = Callable[[Call, Host], T]
 
 HYPERVISOR_TYPE = 'PRSM'
 CPU_ARCH = 's390x'
@@ -60,23 +63,37 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         self,
         hosts: dict[str, Host],
         pool: SessionPool,
+        jobs: JobWaiter,
+        sizes: PartitionSizes,
         max_concurrent_operations: int,
         default_deadline: float,
     ) -> None:
         self._hosts = hosts
         self._pool = pool
+        self._jobs = jobs
         self._slots = threading.BoundedSemaphore(max_concurrent_operations)
         self._max_concurrent = max_concurrent_operations
         self._default_deadline = default_deadline
         self._instance_locks = instance.InstanceLocks()
         # Partition snapshots per CPC, for the reads Nova repeats on a schedule.
-        self.snapshots = Snapshots()
+        self.snapshots = Snapshots(sizes)
 
     def _host(self, name: str) -> Host:
         host = self._hosts.get(name)
         if host is None:
             raise errors.host_not_found(name[:80])
+        if host.problem is not None:
+            raise errors.host_not_ready(host.name, host.problem)
         return host
+
+    def _served(self, cpc_object_id: str):
+        """Whether a partition name belongs to a host of this backend on that CPC."""
+        names = [h.name for h in self._hosts.values() if h.config.cpc_object_id == cpc_object_id]
+
+        def sized(partition_name: str) -> bool:
+            return any(naming.instance_uuid_of(name, partition_name) for name in names)
+
+        return sized
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
         remaining = context.time_remaining()
@@ -111,14 +128,16 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             if not self._slots.acquire(blocking=False):
                 raise errors.backend_busy(self._max_concurrent)
             try:
-                with self._pool.client(timeout=deadline.remaining()) as client:
-                    if instance_uuid is None:
-                        return operation(client, host, deadline)
-                    with self._instance_locks.hold(host.name, instance_uuid, deadline):
-                        try:
-                            return operation(client, host, deadline)
-                        finally:
-                            self.snapshots.mark(host.config.cpc_object_id, host.name, instance_uuid)
+                if instance_uuid is None:
+                    return self._with_hmc(host, deadline, operation)
+                # Calls for one instance take turns before they hold an HMC
+                # session: one waiting its turn never keeps a session from
+                # the other hosts.
+                with self._instance_locks.hold(host.name, instance_uuid, deadline):
+                    try:
+                        return self._with_hmc(host, deadline, operation)
+                    finally:
+                        self.snapshots.mark(host.config.cpc_object_id, host.name, instance_uuid)
             finally:
                 self._slots.release()
         except zhmcclient.Error as exc:
@@ -129,9 +148,10 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             error = exc
         except Exception:
             # A bug, not a foreseeable case: keep its text out of the reply.
-            LOG.exception('%s for host %s failed unexpectedly', action, host_name[:80])
+            LOG.exception('%s for host %r failed unexpectedly', action, host_name[:80])
             error = errors.internal(action)
-        LOG.info('%s for host %s failed: %s %s', action, host_name[:80], error.code.name, error)
+        # The host name comes from the request: repr() keeps it on one log line.
+        LOG.info('%s for host %r failed: %s %s', action, host_name[:80], error.code.name, error)
         status = error.to_status()
         # Status, details and ErrorInfo go in the trailers; the empty reply is
         # never seen by the caller. (grpc_testing drops trailers on abort.)
@@ -139,6 +159,11 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         context.set_code(status.code)
         context.set_details(status.details)
         return response_type()
+
+    def _with_hmc(self, host: Host, deadline: Deadline, operation: Operation):
+        with self._pool.client(timeout=deadline.remaining()) as client:
+            call = Call(client, self._pool.dialect(client), self._jobs, deadline)
+            return operation(call, host)
 
     def _status(self, host: Host, facts, snapshot) -> pb.GetHostStatusResponse:
         host.check_cpc(facts)
@@ -176,9 +201,13 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             snapshot = self.snapshots.cached(cpc, key, max_age=SNAPSHOT_MAX_AGE)
         return snapshot
 
-    def _snapshot(self, client, host: Host):
+    def _take(self, call: Call, host: Host):
         cpc = host.config.cpc_object_id
-        return self.snapshots.cached(cpc, host.name) or self.snapshots.take(client, cpc)
+        return self.snapshots.take(call, cpc, self._served(cpc))
+
+    def _snapshot(self, call: Call, host: Host):
+        cpc = host.config.cpc_object_id
+        return self.snapshots.cached(cpc, host.name) or self._take(call, host)
 
     def GetHostStatus(self, request, context):
         def cached(host):
@@ -188,8 +217,8 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
                 return None
             return self._status(host, facts, snapshot)
 
-        def operation(client, host, deadline):
-            return self._status(host, host.facts(client), self._snapshot(client, host))
+        def operation(call, host):
+            return self._status(host, host.facts(call), self._snapshot(call, host))
 
         return self._call(
             context,
@@ -213,7 +242,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             context,
             'list instances',
             request.host,
-            lambda client, host, deadline: respond(host, self._snapshot(client, host)),
+            lambda call, host: respond(host, self._snapshot(call, host)),
             pb.ListInstancesResponse,
             cached=cached,
         )
@@ -230,10 +259,10 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             snapshot = self._held_snapshot(host, partition_name(host))
             return None if snapshot is None else respond(host, snapshot)
 
-        def operation(client, host, deadline):
+        def operation(call, host):
             cpc = host.config.cpc_object_id
             snapshot = self.snapshots.cached(cpc, partition_name(host))
-            return respond(host, snapshot or self.snapshots.take(client, cpc))
+            return respond(host, snapshot or self._take(call, host))
 
         return self._call(
             context,
@@ -252,10 +281,8 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             checked['uuid'] = validation.instance_uuid(request.instance_uuid)
             checked['flavor'] = validation.flavor(request.flavor, request.HasField('flavor'))
 
-        def operation(client, host, deadline):
-            info, wwpns = instance.prepare(
-                client, host, checked['uuid'], checked['flavor'], deadline
-            )
+        def operation(call, host):
+            info, wwpns = instance.prepare(call, host, checked['uuid'], checked['flavor'])
             return pb.PrepareInstanceResponse(info=_info(info), wwpns=wwpns)
 
         return self._call(
@@ -269,8 +296,8 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         )
 
     def GetVolumeConnector(self, request, context):
-        def operation(client, host, deadline):
-            wwpns = instance.volume_connector(client, host, request.instance_uuid)
+        def operation(call, host):
+            wwpns = instance.volume_connector(call, host, request.instance_uuid)
             return pb.GetVolumeConnectorResponse(wwpns=wwpns)
 
         return self._call(
@@ -288,8 +315,8 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         def check():
             checked['spec'] = validation.spawn(request)
 
-        def operation(client, host, deadline):
-            info, value = instance.spawn(client, host, checked['spec'], deadline)
+        def operation(call, host):
+            info, value = instance.spawn(call, host, checked['spec'])
             return pb.SpawnResponse(info=_info(info), boot_os_specific_parameters=value)
 
         return self._call(
@@ -303,8 +330,8 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         )
 
     def _simple(self, request, context, action: str, response_type, run, respond):
-        def operation(client, host, deadline):
-            return respond(run(client, host, request.instance_uuid, deadline))
+        def operation(call, host):
+            return respond(run(call, host, request.instance_uuid))
 
         return self._call(
             context,

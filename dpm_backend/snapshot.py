@@ -5,7 +5,11 @@ the power state of every instance. Answering each of those with its own HMC
 request costs O(instances) requests per host per cycle, and O(hosts) for
 hosts sharing a CPC. A snapshot is one ``List Partitions of a CPC`` request
 with the few properties those reads need (status and sizes); it serves every
-host of that CPC for ``SNAPSHOT_TTL`` seconds.
+host of that CPC for ``SNAPSHOT_TTL`` seconds. HMCs before 2.16 list
+partitions with their status but without sizes (see
+:mod:`dpm_backend.dialect`); the sizes of the hosts' own partitions come from
+:class:`~dpm_backend.host.PartitionSizes` (read once per partition), so a
+cycle still costs one request.
 
 While every HMC session of the pool is busy, a snapshot up to
 ``SNAPSHOT_MAX_AGE`` seconds old answers, so that Nova's reads do not queue
@@ -23,10 +27,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-
-import zhmcclient
+from collections.abc import Callable
 
 from dpm_backend import naming
+from dpm_backend.call import Call
+from dpm_backend.host import PartitionSizes
 
 # Seconds a snapshot is reused. Nova's periodic tasks run a minute or more
 # apart, so each cycle reads the HMC once; the hosts of one CPC, whose cycles
@@ -35,7 +40,7 @@ SNAPSHOT_TTL = 5.0
 # While every HMC session is busy (long start/stop jobs), reads do not queue
 # behind them: an older snapshot, up to this many seconds, answers instead.
 SNAPSHOT_MAX_AGE = 60.0
-# Returned by List Partitions besides name and URI (HMC 2.16 additional-properties).
+# Returned by List Partitions besides name and URI (sizes: HMC 2.16 additional-properties).
 SNAPSHOT_PROPERTIES = ('status', 'ifl-processors', 'initial-memory')
 
 
@@ -72,7 +77,8 @@ class Snapshot:
 class Snapshots:
     """The current snapshot of each CPC, and what this backend changed since."""
 
-    def __init__(self, ttl: float = SNAPSHOT_TTL) -> None:
+    def __init__(self, sizes: PartitionSizes, ttl: float = SNAPSHOT_TTL) -> None:
+        self._sizes = sizes
         self._ttl = ttl
         self._lock = threading.Lock()
         self._by_cpc: dict[str, Snapshot] = {}
@@ -108,22 +114,26 @@ class Snapshots:
                     return None
             return snapshot
 
-    def take(self, client: zhmcclient.Client, cpc_object_id: str) -> Snapshot:
-        """List the CPC's partitions (one HMC request) and keep the result."""
+    def take(self, call: Call, cpc_object_id: str, sized: Callable[[str], bool]) -> Snapshot:
+        """List the CPC's partitions (one HMC request) and keep the result.
+
+        Rows whose name ``sized`` accepts (the served hosts' partitions) carry
+        their sizes; the others carry 0.
+        """
         with self._lock:
             seen_marks = self._marks
         started = time.monotonic()
-        cpc = client.cpcs.resource_object(cpc_object_id)
-        partitions = cpc.partitions.list(additional_properties=list(SNAPSHOT_PROPERTIES))
+        cpc = call.client.cpcs.resource_object(cpc_object_id)
+        partitions = call.dialect.list_partitions(cpc, properties=SNAPSHOT_PROPERTIES)
         rows = {}
         for partition in partitions:
-            props = partition.properties
+            vcpus, memory_mb = self._sizes.of(call, partition) if sized(partition.name) else (0, 0)
             rows[partition.name] = Row(
                 name=partition.name,
                 uri=partition.uri,
-                status=props.get('status', ''),
-                ifl_processors=int(props.get('ifl-processors', 0) or 0),
-                initial_memory=int(props.get('initial-memory', 0) or 0),
+                status=partition.properties.get('status', ''),
+                ifl_processors=vcpus,
+                initial_memory=memory_mb,
             )
         snapshot = Snapshot(rows=rows, seen_marks=seen_marks, taken_at=started)
         with self._lock:
