@@ -1,4 +1,4 @@
-"""Fixtures: a backend serving on a unix socket on the shipped mock HMC."""
+"""Fixtures: the HMC simulator over HTTPS, and a backend serving on a unix socket."""
 
 from __future__ import annotations
 
@@ -19,36 +19,60 @@ import grpc
 import nova.tests.functional
 import nova.tests.unit  # noqa: F401
 import pytest
+from dpmtest import DEFAULT_PROFILE
 from dpmtest import HostSpec
 from dpmtest import RequestLog
 from dpmtest import RunningBackend
 from dpmtest import load_config
+from dpmtest import pristine
+from dpmtest import simulator
 from dpmtest import write_config
 
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend.server import Backend
 
 
+@pytest.fixture(scope='session')
+def simulators():
+    """The simulator of an HMC profile, served over HTTPS in this process (dpmtest.simulator).
+
+    The backend talks to it through a real zhmcclient Session, exactly as to
+    an HMC; tests read its state directly (``.sim.hmc``).
+    """
+    return simulator
+
+
 @pytest.fixture
-def backend_factory(tmp_path: Path) -> Iterator:
+def hmc_sim(simulators, request):
+    """A pristine simulator of the default profile (or of ``request.param``)."""
+    simulator = simulators(getattr(request, 'param', DEFAULT_PROFILE))
+    pristine(simulator)
+    return simulator
+
+
+@pytest.fixture
+def backend_factory(tmp_path: Path, hmc_sim) -> Iterator:
     started: list[RunningBackend] = []
 
     def start(hosts: list[HostSpec] | None = None, extra=None, interceptors=None) -> RunningBackend:
         index = len(started)
         socket_path = tmp_path / f'b{index}.sock'
-        config = load_config(write_config(tmp_path / f'b{index}.conf', socket_path, hosts, extra))
+        config_file = write_config(
+            tmp_path / f'b{index}.conf', socket_path, hosts, extra, hmc=hmc_sim
+        )
+        config = load_config(config_file)
         log = RequestLog()
         backend = Backend(config, interceptors=[log, *(interceptors or [])])
         backend.start()
-        # The start-up reachability probe must not count as a test's HMC request.
+        # The start-up probe and host checks must not count as a test's HMC requests.
         end = time.monotonic() + 10
-        while not backend.pool.reachability.reachable and time.monotonic() < end:
-            if backend.pool.mock and not backend.pool.mock.hmc.enabled:
-                break  # a test that starts with the HMC down
+        while time.monotonic() < end and hmc_sim.sim.enabled:
+            if backend.pool.reachability.reachable and backend.hosts_checked():
+                break
             time.sleep(0.01)
         log.clear()
         channel = grpc.insecure_channel(f'unix:{socket_path}')
-        running = RunningBackend(backend, pb_grpc.DPMHostStub(channel), channel, log)
+        running = RunningBackend(backend, pb_grpc.DPMHostStub(channel), channel, log, hmc_sim)
         started.append(running)
         return running
 

@@ -1,4 +1,4 @@
-"""Test helpers: configs on the shipped mock HMC, a running backend, a request log."""
+"""Test helpers: configs on the HMC simulator, a running backend, a request log."""
 
 from __future__ import annotations
 
@@ -15,12 +15,19 @@ from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend import config as config_mod
 from dpm_backend.server import Backend
+from dpm_hmc_sim import definition as sim_definitions
 
 PASSWORD = 'Pa55-never-logged'
+USERID = 'openstack'
+# The simulator profile of most tests: an HMC 2.15.0 managing a z13 (vHBAs), a
+# z14 (storage groups) and a classic-mode CPC.
+DEFAULT_PROFILE = '2.15.0'
+# The HMC versions that manage a CPC with vHBAs (a z13).
+VHBA_PROFILES = ('2.14.1', '2.15.0')
 
 
 def _inventory() -> dict:
-    with open(config_mod.BUILTIN_MOCK_PATH, encoding='utf-8') as stream:
+    with open(sim_definitions.resolve(DEFAULT_PROFILE), encoding='utf-8') as stream:
         definition = yaml.safe_load(stream)['hmc_definition']
     cpcs = {c['properties']['name']: c for c in definition['cpcs']}
 
@@ -73,14 +80,26 @@ def write_config(
     socket_path: Path,
     hosts: list[HostSpec] | None = None,
     extra: dict[str, dict[str, str]] | None = None,
+    *,
+    hmc=None,
 ) -> Path:
+    """A backend config for ``hmc`` (a simulator endpoint: host, port, ca_file).
+
+    Without ``hmc`` the config names an HMC on loopback that nothing serves:
+    enough for tests that only load the config.
+    """
     hosts = default_hosts() if hosts is None else hosts
+    endpoint = {'hosts': '127.0.0.1'}
+    if hmc is not None:
+        endpoint = {'hosts': hmc.host, 'port': hmc.port, 'ca_file': hmc.ca_file}
     sections: dict[str, dict[str, object]] = {
         'hmc': {
-            'mock_definition': config_mod.BUILTIN_MOCK,
-            'userid': 'openstack',
+            **endpoint,
+            'userid': USERID,
             'password': PASSWORD,
             'probe_interval': 1,
+            # Simulated jobs end at once: check them right away.
+            'job_poll_interval': 0.01,
         },
         'backend': {
             'listen': f'unix:{socket_path}',
@@ -138,11 +157,16 @@ class RunningBackend:
     stub: pb_grpc.DPMHostStub
     channel: grpc.Channel
     log: RequestLog
+    served: object  # dpm_hmc_sim.testing.ServedSimulator
+
+    @property
+    def sim(self):
+        return self.served.sim
 
     @property
     def hmc(self):
-        """The faked HMC below the session, for assertions on HMC objects."""
-        return self.backend.pool.mock.hmc
+        """The simulator's faked HMC, for assertions on HMC objects."""
+        return self.served.sim.hmc
 
     def cpc(self, key: str = 'z13'):
         return self.hmc.cpcs.lookup_by_oid(INVENTORY[key])
@@ -370,37 +394,50 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01) -> None:
         time.sleep(interval)
 
 
-_DEFINITION: dict = {}
+_SIMULATORS: dict = {}
 
 
-def fresh_mock_hmc(userid: str = 'openstack', password: str = PASSWORD):
-    """A new faked HMC from the shipped definition, without re-parsing the YAML.
+def simulator(profile: str = DEFAULT_PROFILE):
+    """The simulator of an HMC profile, served over HTTPS in this process.
 
-    Loading (YAML and schema check) takes ~60 ms; tests that need hundreds of
-    pristine HMCs parse it once and build each from a copy (what
-    ``FakedSession.from_hmc_dict`` does after its schema check).
+    One per profile and test process, started on first use (in about 0.1 s)
+    and stopped at exit; tests reset it (``pristine``) before use.
     """
-    import copy
+    if profile not in _SIMULATORS:
+        import atexit
+        import shutil
+        import tempfile
 
-    import zhmcclient.mock
+        from dpm_hmc_sim.testing import served
 
-    if not _DEFINITION:
-        with open(config_mod.BUILTIN_MOCK_PATH, encoding='utf-8') as stream:
-            _DEFINITION.update(yaml.safe_load(stream)['hmc_definition'])
-    definition = copy.deepcopy(_DEFINITION)
-    console = definition['consoles'][0]['properties']
-    session = zhmcclient.mock.FakedSession(
-        definition['host'],
-        console['name'],
-        console['version'],
-        definition['api_version'],
-        userid=userid,
-        password=password,
-    )
-    session.hmc.add_resources(
-        {'consoles': definition['consoles'], 'cpcs': definition.get('cpcs', [])}
-    )
-    return session.hmc
+        cert_dir = tempfile.mkdtemp(prefix=f'hmc-sim-{profile}-')
+        started = served(profile, userid=USERID, password=PASSWORD, cert_dir=cert_dir)
+        _SIMULATORS[profile] = started
+        atexit.register(shutil.rmtree, cert_dir, True)
+        atexit.register(started.stop)
+    return _SIMULATORS[profile]
+
+
+SIM_DEFAULTS = {
+    'start_seconds': 0,
+    'stop_seconds': 0,
+    'latency': 0,
+    'session_timeout': 0,
+    'logon_refused': False,
+    'enabled': True,
+}
+
+
+def pristine(served) -> None:
+    """The simulator as a test expects it: the definition's state, jobs ending at once."""
+    served.sim.reset()
+    served.sim.configure(**SIM_DEFAULTS)
+    served.sim.clear_requests()
+
+
+def rejected(records) -> list:
+    """The requests the HMC refused (status 400 and above, or dropped)."""
+    return [r for r in records if r.status >= 400 or r.status == 0]
 
 
 def count_cases(config, label: str, cases: int) -> None:

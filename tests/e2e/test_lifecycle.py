@@ -83,7 +83,8 @@ def test_spawn_builds_the_partition_exactly_as_networking_dpm_and_the_guest_expe
     expected_hbas = {f'OpenStack_Port_{a}_0': a for a in INVENTORY['fcp']}
     assert set(hbas) == set(expected_hbas)
     for hba_name, adapter in expected_hbas.items():
-        assert hbas[hba_name]['description'] == 'OpenStack CPCSubset=cpc1'
+        # The original's vHBA description, with its space after '='.
+        assert hbas[hba_name]['description'] == 'OpenStack CPCSubset= cpc1'
         assert hbas[hba_name]['adapter-port-uri'] == f'/api/adapters/{adapter}/storage-ports/0'
     assert sorted(prepared.wwpns) == sorted(h['wwpn'].lower() for h in hbas.values())
 
@@ -105,7 +106,8 @@ def test_spawn_builds_the_partition_exactly_as_networking_dpm_and_the_guest_expe
     assert props['boot-device'] == 'storage-adapter'
     assert props['boot-storage-device'] == boot_hba['element-uri']
     assert props['boot-world-wide-port-name'] == TARGET.lower()
-    assert props['boot-logical-unit-number'] == '1'
+    # Cinder's LUN 1 as the 8-byte FCP LUN (os-brick's s390x form).
+    assert props['boot-logical-unit-number'] == '0001000000000000'
 
     assert reply.info.power_state == pb.POWER_STATE_RUNNING
     assert reply.info.partition_name == name
@@ -197,9 +199,11 @@ def test_paused_partition_is_stopped_then_started_on_power_on(running):
         ('stopped', pb.POWER_STATE_SHUTDOWN),
         ('terminated', pb.POWER_STATE_SHUTDOWN),
         ('paused', pb.POWER_STATE_SHUTDOWN),
-        ('reservation-error', pb.POWER_STATE_CRASHED),
-        ('status-check', pb.POWER_STATE_CRASHED),
-        ('communications-not-active', pb.POWER_STATE_CRASHED),
+        # Nothing could be reserved: nothing runs.
+        ('reservation-error', pb.POWER_STATE_SHUTDOWN),
+        # The SE or HMC lost touch: unknown, never a crash Nova would act on.
+        ('status-check', pb.POWER_STATE_UNSPECIFIED),
+        ('communications-not-active', pb.POWER_STATE_UNSPECIFIED),
     ],
 )
 def test_every_steady_hmc_status_maps_to_a_power_state(running, status, state):
@@ -327,7 +331,7 @@ def test_boot_target_is_chosen_from_the_first_mapping_skipping_ignored_targets(
     props = running.partitions()[name].properties
     assert props['boot-storage-device'] == boot_hba['element-uri']
     assert props['boot-world-wide-port-name'] == '500507680b000002'
-    assert props['boot-logical-unit-number'] == '4001'
+    assert props['boot-logical-unit-number'] == '4001000000000000'
     assert sorted(prepared.wwpns) == sorted(h['wwpn'].lower() for h in hbas.values())
 
 

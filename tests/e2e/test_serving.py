@@ -16,6 +16,7 @@ import grpc
 import pytest
 from dpmtest import INVENTORY
 from dpmtest import PASSWORD
+from dpmtest import USERID
 from dpmtest import boot_volume
 from dpmtest import flavor
 from dpmtest import new_uuid
@@ -81,33 +82,31 @@ def test_grpcurl_lists_describes_and_calls_through_reflection(running):
 
 def test_hmc_outage_turns_health_off_and_back_on(running):
     wait_for(lambda: health(running.channel) == SERVING)
-    running.hmc.disable()  # the mock HMC stops answering: connection errors
+    running.sim.configure(enabled=False)  # the HMC drops every connection
     with pytest.raises(grpc.RpcError) as caught:
         running.stub.ListInstances(pb.ListInstancesRequest(host='cpc1'), timeout=T)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert health(running.channel) == NOT_SERVING
     assert health(running.channel, 'dpm_api.v1.DPMHost') == NOT_SERVING
-    running.hmc.enable()
+    running.sim.configure(enabled=True)
     # The probe notices by itself, without any DPMHost call.
     wait_for(lambda: health(running.channel) == SERVING)
     running.stub.ListInstances(pb.ListInstancesRequest(host='cpc1'), timeout=T)
 
 
-def test_backend_starts_while_the_hmc_is_unreachable(backend_factory, monkeypatch):
-    from dpm_backend import hmc
-
-    original = hmc._MockHmc.__init__
-
-    def down_at_start(self, config, *args):
-        original(self, config, *args)
-        self.hmc.disable()
-
-    monkeypatch.setattr(hmc._MockHmc, '__init__', down_at_start)
+def test_backend_starts_while_the_hmc_is_unreachable_and_serves_once_a_probe_answers(
+    backend_factory, hmc_sim
+):
+    hmc_sim.sim.configure(enabled=False)
     running = backend_factory()
-    time.sleep(0.3)
+    # Probes reach the HMC's address (and are dropped) while health stays off.
+    wait_for(lambda: sum(1 for r in hmc_sim.sim.requests() if r.uri == '/api/version') >= 2)
     assert health(running.channel) == NOT_SERVING
-    running.hmc.enable()
+    assert health(running.channel, running.backend.host_service_name('cpc1')) == NOT_SERVING
+    hmc_sim.sim.configure(enabled=True)
     wait_for(lambda: health(running.channel) == SERVING)
+    # The hosts are checked once the HMC answers, then served.
+    wait_for(lambda: health(running.channel, running.backend.host_service_name('cpc1')) == SERVING)
 
 
 def test_health_answers_while_every_operation_slot_waits_on_the_hmc(backend_factory):
@@ -115,7 +114,7 @@ def test_health_answers_while_every_operation_slot_waits_on_the_hmc(backend_fact
     entered = threading.Semaphore(0)
 
     def slow_hmc(method, uri, proceed):
-        if '/partitions?' in uri:
+        if method == 'GET' and '/partitions' in uri:
             entered.release()
             release.wait(30)
         return proceed()
@@ -154,7 +153,7 @@ def test_calls_for_different_hosts_do_not_wait_for_each_other(running):
 
     running.backend.pool.interceptors.insert(0, hold_cpc1_until_cpc10_answered)
     first = running.stub.ListInstances.future(pb.ListInstancesRequest(host='cpc1'), timeout=30)
-    wait_for(lambda: running.log.count() > 0)
+    wait_for(lambda: held)  # cpc1's list is being held
     running.stub.ListInstances(pb.ListInstancesRequest(host='cpc10'), timeout=T)
     cpc10_done.set()
     first.result()
@@ -164,6 +163,8 @@ def test_calls_for_different_hosts_do_not_wait_for_each_other(running):
 
 def test_stop_logs_off_every_hmc_session(backend_factory):
     running = backend_factory()
+    # The start-up checks logged one on already.
+    before = set(running.backend.pool.logged_on_session_ids())
     calls = [
         running.stub.PrepareInstance.future(
             pb.PrepareInstanceRequest(host=h, instance_uuid=new_uuid(), flavor=flavor(1, 512)),
@@ -175,30 +176,42 @@ def test_stop_logs_off_every_hmc_session(backend_factory):
         call.result()
     sessions = running.backend.pool.logged_on_session_ids()
     assert 1 <= len(sessions) <= running.backend.config.hmc.pool_size
-    assert all(running.hmc.validate_session_id(s) for s in sessions)
+    open_before = running.sim.session_counts()['open']
     logons = running.log.requests.count(('POST', '/api/sessions'))
-    assert logons == len(sessions)
+    assert logons == len(set(sessions) - before)
     running.log.clear()
     running.backend.stop(grace=1)
-    # The mock does not forget logged-off ids, so count the Logoff requests.
     assert running.log.requests == [('DELETE', '/api/sessions/this-session')] * len(sessions)
     assert running.backend.pool.logged_on_session_ids() == []
+    # The HMC forgot them all.
+    assert running.sim.session_counts()['open'] == open_before - len(sessions)
 
 
-def run_backend_process(tmp_path: Path, extra=None) -> tuple[subprocess.Popen, Path]:
+def run_backend_process(tmp_path: Path, hmc, extra=None) -> tuple[subprocess.Popen, Path]:
+    """A dpm-backend process; its log goes to a file (a full pipe would block it)."""
     socket_path = tmp_path / 'p.sock'
-    config = write_config(tmp_path / 'p.conf', socket_path, extra=extra)
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'dpm_backend.server', '--config-file', str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    config = write_config(tmp_path / 'p.conf', socket_path, extra=extra, hmc=hmc)
+    with open(tmp_path / 'p.log', 'w') as log:
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'dpm_backend.server', '--config-file', str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     return process, socket_path
 
 
-def test_sigterm_drains_and_exits_cleanly(tmp_path):
-    process, socket_path = run_backend_process(tmp_path)
+def stopped_output(process: subprocess.Popen, tmp_path: Path) -> str:
+    process.wait(timeout=30)
+    return (tmp_path / 'p.log').read_text()
+
+
+def test_sigterm_drains_and_exits_cleanly(tmp_path, hmc_sim):
+    def counts():
+        return hmc_sim.sim.session_counts()['userids'].get(USERID, {'logons': 0, 'logoffs': 0})
+
+    before = counts()
+    process, socket_path = run_backend_process(tmp_path, hmc_sim)
     try:
         wait_for(socket_path.exists)
         with grpc.insecure_channel(f'unix:{socket_path}') as channel:
@@ -206,18 +219,22 @@ def test_sigterm_drains_and_exits_cleanly(tmp_path):
             stub = __import__('dpm_api.v1.dpm_host_pb2_grpc', fromlist=['x']).DPMHostStub(channel)
             stub.ListInstances(pb.ListInstancesRequest(host='cpc1'), timeout=T)
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        output = stopped_output(process, tmp_path)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, output
-    assert 'logged off 1 HMC sessions' in output
+    after = counts()
+    logons = after['logons'] - before['logons']
+    # Every session it logged on (start-up checks, the call) is logged off.
+    assert logons >= 1 and after['logoffs'] - before['logoffs'] == logons
+    assert f'logged off {logons} HMC sessions' in output
     assert not socket_path.exists()
 
 
-def test_password_never_appears_in_debug_logs_or_errors(tmp_path):
+def test_password_never_appears_in_debug_logs_or_errors(tmp_path, hmc_sim):
     process, socket_path = run_backend_process(
-        tmp_path, extra={'DEFAULT': {'debug': 'true'}, 'hmc': {'log_requests': 'true'}}
+        tmp_path, hmc_sim, extra={'DEFAULT': {'debug': 'true'}, 'hmc': {'log_requests': 'true'}}
     )
     try:
         wait_for(socket_path.exists)
@@ -253,7 +270,7 @@ def test_password_never_appears_in_debug_logs_or_errors(tmp_path):
                 except grpc.RpcError as exc:
                     details.append(exc.details() + repr(exc.trailing_metadata()))
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        output = stopped_output(process, tmp_path)
     finally:
         if process.poll() is None:
             process.kill()

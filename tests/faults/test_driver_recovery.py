@@ -5,8 +5,8 @@ backend stops dead at k: its request never completes and it never makes
 another one, and the process is gone (server stopped without grace). A new
 backend starts on the same socket and the same HMC. nova-compute's retry of the
 spawn through the driver must then leave exactly one partition, configured
-exactly as a spawn without the failure does. The mock HMC lives in the test
-process, which is why the death is simulated in-process (see test_recovery.py).
+exactly as a spawn without the failure does. The death is simulated
+in-process (see test_recovery.py); the HMC is the simulator, which outlives it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import zhmcclient
 from dpmtest import INVENTORY
 from dpmtest import HostSpec
 from dpmtest import load_config
+from dpmtest import pristine
 from dpmtest import write_config
 from nova.conf import CONF
 from nova.network import model as network_model
@@ -65,9 +66,10 @@ class Death:
         return proceed()
 
 
-def configure(tmp_path, name: str):
+def configure(tmp_path, name: str, served):
     host = HostSpec(HOST, INVENTORY['z13'], mappings=tuple(f'{a}:0' for a in INVENTORY['fcp']))
-    return load_config(write_config(tmp_path / f'{name}.conf', tmp_path / 'b.sock', [host]))
+    path = write_config(tmp_path / f'{name}.conf', tmp_path / 'b.sock', [host], hmc=served)
+    return load_config(path)
 
 
 def new_instance():
@@ -159,24 +161,25 @@ def driver(tmp_path):
         CONF.clear_override(name, group='dpm')
 
 
-def reference(tmp_path, driver) -> dict:
-    backend = Backend(configure(tmp_path, 'ref'))
+def reference(tmp_path, driver, served) -> dict:
+    backend = Backend(configure(tmp_path, 'ref', served))
     backend.start()
     try:
         instance = new_instance()
         driver.prepare_for_spawn(instance)
         driver.spawn(*spawn_args(driver, instance))
-        return configured(backend.pool.mock.hmc, instance)
+        return configured(served.sim.hmc, instance)
     finally:
         backend.stop(0)
 
 
-def test_spawn_retried_through_the_driver_after_backend_death_converges(tmp_path, driver):
-    expected = reference(tmp_path, driver)
+def test_spawn_retried_through_the_driver_after_backend_death_converges(tmp_path, driver, hmc_sim):
+    expected = reference(tmp_path, driver, hmc_sim)
     cases = 0
     for k in range(1, 40):
+        pristine(hmc_sim)
         death = Death(k)
-        first = Backend(configure(tmp_path, f'a{k}'), interceptors=[death])
+        first = Backend(configure(tmp_path, f'a{k}', hmc_sim), interceptors=[death])
         first.start()
         instance = new_instance()
         driver.prepare_for_spawn(instance)
@@ -200,7 +203,7 @@ def test_spawn_retried_through_the_driver_after_backend_death_converges(tmp_path
             break
         first.stop(0)  # the process is gone
         death.release.set()
-        second = Backend(configure(tmp_path, f'b{k}'), mock_hmc=first.pool.mock.hmc)
+        second = Backend(configure(tmp_path, f'b{k}', hmc_sim))
         second.start()
         try:
             thread.join(60)
@@ -212,7 +215,7 @@ def test_spawn_retried_through_the_driver_after_backend_death_converges(tmp_path
                     outcome['error'], (exception.VirtDriverNotReady, exception.NovaException)
                 ), outcome['error']
                 driver.spawn(*args)
-            assert configured(second.pool.mock.hmc, instance) == expected, k
+            assert configured(hmc_sim.sim.hmc, instance) == expected, k
         finally:
             second.stop(0)
         cases += 1

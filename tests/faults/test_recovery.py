@@ -3,12 +3,11 @@
 Process death is simulated in-process, deterministically at every request: the
 backend under test stops dead at HMC request k (before the HMC sees it, or
 after the HMC applied it and before the reply arrives), never makes another
-HMC request, and is abandoned. A new backend is started on the same faked
-HMC, as a restarted process finds the real HMC, and the call is retried. The
-mock HMC lives in the backend's process, so a real ``kill -9`` would take it
-along; what matters (no state in the process, only on the HMC) is what the
-in-process death tests. A real ``kill -9`` of a backend process is tested for
-what it does leave behind: a stale socket file, which the restart replaces.
+HMC request, and is abandoned. A new backend is started on the same simulated
+HMC, as a restarted process finds the real HMC, and the call is retried. A
+real ``kill -9`` of a backend process is tested for what it leaves behind (a
+stale socket file, which the restart replaces), and, while an HMC job runs, in
+tests/faults/test_jobs.py.
 """
 
 from __future__ import annotations
@@ -27,16 +26,17 @@ import grpc
 import pytest
 import zhmcclient
 from dpmtest import INVENTORY
-from dpmtest import Faults
+from dpmtest import USERID
 from dpmtest import RequestLog
 from dpmtest import boot_volume
 from dpmtest import count_cases
+from dpmtest import default_hosts
 from dpmtest import find_partitions
 from dpmtest import flavor
-from dpmtest import fresh_mock_hmc
 from dpmtest import instance_state
 from dpmtest import load_config
 from dpmtest import nic
+from dpmtest import pristine
 from dpmtest import wait_for
 from dpmtest import write_config
 from grpc_health.v1 import health_pb2
@@ -99,15 +99,15 @@ class Death:
 
 
 class Process:
-    """A backend on a given faked HMC, as one process's lifetime."""
+    """A backend on the simulated HMC, as one process's lifetime."""
 
-    def __init__(self, config, hmc, death: Death | None = None) -> None:
+    def __init__(self, config, death: Death | None = None) -> None:
         self.log = RequestLog()
-        self.backend = Backend(config, interceptors=[self.log], mock_hmc=hmc)
+        self.backend = Backend(config, interceptors=[self.log])
         if death:
             self.backend.pool.interceptors.append(death)
         self.backend.start()
-        wait_for(lambda: self.backend.pool.reachability.reachable)
+        wait_for(lambda: self.backend.pool.reachability.reachable and self.backend.hosts_checked())
         self.channel = grpc.insecure_channel(self.backend.address, options=LOCAL)
         self.stub = pb_grpc.DPMHostStub(self.channel)
 
@@ -124,9 +124,15 @@ class Process:
 
 
 @pytest.fixture(scope='module')
-def config(tmp_path_factory):
+def served(simulators):
+    return simulators()
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory, served):
     tmp = tmp_path_factory.mktemp('recovery')
-    return load_config(write_config(tmp / 'b.conf', tmp / 'b.sock'))
+    hosts = [h for h in default_hosts() if h.name == HOST]
+    return load_config(write_config(tmp / 'b.conf', tmp / 'b.sock', hosts, hmc=served))
 
 
 def spawn_request(wwpns) -> pb.SpawnRequest:
@@ -163,24 +169,22 @@ FLOWS = {
 
 
 @pytest.fixture(scope='module')
-def reference(config):
-    hmc = fresh_mock_hmc()
-    process = Process(config, hmc)
+def reference(config, served):
+    pristine(served)
+    process = Process(config)
     try:
         wwpns = list(prepare(process.stub).wwpns)
     finally:
         process.end()
     result = {}
     for flow, (setup, call) in FLOWS.items():
-        process = Process(config, fresh_mock_hmc())
+        pristine(served)
+        process = Process(config)
         try:
             setup(process.stub, wwpns)
             process.log.clear()
             call(process.stub, wwpns)
-            result[flow] = (
-                process.log.count(),
-                instance_state(process.backend.pool.mock.hmc, NAME),
-            )
+            result[flow] = (process.log.count(), instance_state(served.sim.hmc, NAME))
         finally:
             process.end()
     return wwpns, result
@@ -189,16 +193,17 @@ def reference(config):
 @pytest.mark.parametrize('after', [False, True], ids=['before-the-hmc', 'after-the-hmc'])
 @pytest.mark.parametrize('flow', sorted(FLOWS))
 def test_backend_dying_at_any_request_then_restarted_converges(
-    config, reference, request, flow, after
+    config, served, reference, request, flow, after
 ):
     wwpns, results = reference
     requests, want = results[flow]
     setup, call = FLOWS[flow]
     problems = []
     for k in range(requests):
-        hmc = fresh_mock_hmc()
+        pristine(served)
+        hmc = served.sim.hmc
         death = Death(k, after)
-        first = Process(config, hmc, death)
+        first = Process(config, death)
         setup(first.stub, wwpns)
         death.armed = True
         pending = threading.Thread(target=_call_ignoring_errors, args=(call, first.stub, wwpns))
@@ -208,7 +213,7 @@ def test_backend_dying_at_any_request_then_restarted_converges(
         first.end()
         pending.join(T)
         # A restarted process: new backend, same HMC; Nova retries its calls.
-        second = Process(config, hmc)
+        second = Process(config)
         try:
             setup(second.stub, wwpns)
             call(second.stub, wwpns)
@@ -228,9 +233,10 @@ def _call_ignoring_errors(call, stub, wwpns) -> None:
         call(stub, wwpns)
 
 
-def test_kill_9_leaves_a_socket_that_the_restarted_backend_replaces(tmp_path):
+def test_kill_9_leaves_a_socket_that_the_restarted_backend_replaces(tmp_path, served):
+    pristine(served)
     socket_path = tmp_path / 'k.sock'
-    config = write_config(tmp_path / 'k.conf', socket_path)
+    config = write_config(tmp_path / 'k.conf', socket_path, hmc=served)
     command = [sys.executable, '-m', 'dpm_backend.server', '--config-file', str(config)]
 
     def serving() -> bool:
@@ -272,68 +278,68 @@ def test_kill_9_leaves_a_socket_that_the_restarted_backend_replaces(tmp_path):
     assert second.returncode == 0, output
 
 
-def test_an_expired_session_is_unavailable_and_the_next_call_logs_on_anew(config):
-    process = Process(config, fresh_mock_hmc())
-    faults = Faults()
-    process.backend.pool.interceptors.append(faults)
+def _logons(served) -> int:
+    return served.sim.session_counts()['userids'].get(USERID, {}).get('logons', 0)
+
+
+def test_an_expired_session_is_renewed_by_zhmcclient_without_the_caller_noticing(config, served):
+    pristine(served)
+    process = Process(config)
     try:
-        # Destroy of a missing instance: a fresh HMC read every time (no snapshot).
         request = pb.DestroyRequest(host=HOST, instance_uuid=str(uuid.uuid4()))
         process.stub.Destroy(request, timeout=T)
         before = process.backend.pool.logged_on_session_ids()
-        assert len(before) == 1
-        faults.arm(0, 'session-expired')
-        with pytest.raises(grpc.RpcError) as caught:
-            process.stub.Destroy(request, timeout=T)
-        faults.disarm()
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert 'session expired' in caught.value.details()
-        process.log.clear()
+        logons = _logons(served)
+        served.sim.expire_sessions()  # the HMC forgets every session
         process.stub.Destroy(request, timeout=T)
-        assert process.log.requests[0] == ('POST', '/api/sessions')
+        # zhmcclient got 403 reason 5, logged on again and repeated the request.
+        assert _logons(served) == logons + 1
+        assert any(r.status == 403 and r.reason == 5 for r in served.sim.requests())
         after = process.backend.pool.logged_on_session_ids()
         assert len(after) == 1 and after != before
     finally:
         process.end()
 
 
-class SlowJob:
-    """Interceptor: start/stop jobs that leave the partition transitional for a while."""
-
-    def __init__(self, hmc, seconds: float) -> None:
-        self.hmc, self.seconds = hmc, seconds
-        self.timers: list[threading.Timer] = []
-
-    def __call__(self, method, uri, proceed):
-        result = proceed()
-        for operation, transitional in (('start', 'starting'), ('stop', 'stopping')):
-            if method == 'POST' and uri.endswith(f'/operations/{operation}'):
-                partition = self.hmc.lookup_by_uri(uri.rsplit('/operations/', 1)[0])
-                final = partition.properties['status']
-                partition.properties['status'] = transitional
-                timer = threading.Timer(
-                    self.seconds, partition.properties.__setitem__, ('status', final)
-                )
-                timer.start()
-                self.timers.append(timer)
-        return result
+def test_a_session_zhmcclient_cannot_renew_is_unavailable_and_dropped(config, served):
+    """zhmcclient raises ServerAuthError when its own re-logon fails (zc _session.py)."""
+    pristine(served)
+    process = Process(config)
+    try:
+        request = pb.DestroyRequest(host=HOST, instance_uuid=str(uuid.uuid4()))
+        process.stub.Destroy(request, timeout=T)
+        assert len(process.backend.pool.logged_on_session_ids()) == 1
+        served.sim.expire_sessions()
+        served.sim.configure(logon_refused=True)
+        with pytest.raises(grpc.RpcError) as caught:
+            process.stub.Destroy(request, timeout=T)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The session is out of the pool: nothing holds the dead session id.
+        assert process.backend.pool.logged_on_session_ids() == []
+        served.sim.configure(logon_refused=False)
+        process.log.clear()
+        process.stub.Destroy(request, timeout=T)
+        assert process.log.requests[0] == ('POST', '/api/sessions')
+        assert len(process.backend.pool.logged_on_session_ids()) == 1
+    finally:
+        process.end()
 
 
 @pytest.mark.parametrize('operation', ['Spawn', 'PowerOff', 'Destroy'])
 def test_a_slow_hmc_job_ends_at_the_callers_deadline_and_a_retry_converges(
-    config, reference, operation
+    config, served, reference, operation
 ):
     wwpns, _ = reference
-    hmc = fresh_mock_hmc()
-    process = Process(config, hmc)
-    slow = SlowJob(hmc, seconds=2.5)
+    want = _reference_state(config, served, wwpns, operation)
+    pristine(served)
+    process = Process(config)
     servicer = process.backend.servicer
     try:
         prepare(process.stub)
         if operation != 'Spawn':
             process.stub.Spawn(spawn_request(wwpns), timeout=T)
-        want = _reference_state(config, wwpns, operation)
-        process.backend.pool.interceptors.append(slow)
+        # Real HMC jobs that outlast the caller's deadline.
+        served.sim.configure(start_seconds=2.5, stop_seconds=2.5)
         request = (
             spawn_request(wwpns)
             if operation == 'Spawn'
@@ -345,23 +351,25 @@ def test_a_slow_hmc_job_ends_at_the_callers_deadline_and_a_retry_converges(
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 2.5
         # The backend gave up too: its slot and the instance are free again
-        # before the job ends (zhmcclient polls the status once a second).
+        # before the job ends.
         wait_for(lambda: servicer._slots._value == servicer._max_concurrent, timeout=2)
         assert len(servicer._instance_locks) == 0
         assert time.monotonic() - started < 3.5
         # Once the job is done, a retry converges on the fault-free result.
-        for timer in slow.timers:
-            timer.join(T)
+        wait_for(lambda: not _running_jobs(served), timeout=T)
         getattr(process.stub, operation)(request, timeout=T)
-        assert instance_state(hmc, NAME) == want
+        assert instance_state(served.sim.hmc, NAME) == want
     finally:
-        for timer in slow.timers:
-            timer.cancel()
         process.end()
 
 
-def _reference_state(config, wwpns, operation):
-    process = Process(config, fresh_mock_hmc())
+def _running_jobs(served) -> list:
+    return [job for job in served.sim.dump()['jobs'] if job.get('status') != 'complete']
+
+
+def _reference_state(config, served, wwpns, operation):
+    pristine(served)
+    process = Process(config)
     try:
         prepare(process.stub)
         process.stub.Spawn(spawn_request(wwpns), timeout=T)
@@ -369,24 +377,23 @@ def _reference_state(config, wwpns, operation):
             getattr(process.stub, operation)(
                 getattr(pb, f'{operation}Request')(host=HOST, instance_uuid=UUID), timeout=T
             )
-        return instance_state(process.backend.pool.mock.hmc, NAME)
+        return instance_state(served.sim.hmc, NAME)
     finally:
         process.end()
 
 
 def test_a_call_queued_behind_a_slow_one_for_the_same_instance_ends_at_its_deadline(
-    config, reference
+    config, served, reference
 ):
     wwpns, _ = reference
-    hmc = fresh_mock_hmc()
-    process = Process(config, hmc)
-    slow = SlowJob(hmc, seconds=3)
+    pristine(served)
+    process = Process(config)
     servicer = process.backend.servicer
     try:
         prepare(process.stub)
-        process.backend.pool.interceptors.append(slow)
+        served.sim.configure(start_seconds=3)
         first = process.stub.Spawn.future(spawn_request(wwpns), timeout=2.5)
-        wait_for(lambda: slow.timers, timeout=T)
+        wait_for(lambda: _running_jobs(served), timeout=T)
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             process.stub.PowerOff(pb.PowerOffRequest(host=HOST, instance_uuid=UUID), timeout=1)
@@ -397,6 +404,4 @@ def test_a_call_queued_behind_a_slow_one_for_the_same_instance_ends_at_its_deadl
         with pytest.raises(grpc.RpcError):
             first.result()
     finally:
-        for timer in slow.timers:
-            timer.cancel()
         process.end()

@@ -26,8 +26,8 @@ import pytest
 from dpmtest import INVENTORY
 from dpmtest import RequestLog
 from dpmtest import count_cases
-from dpmtest import fresh_mock_hmc
 from dpmtest import load_config
+from dpmtest import pristine
 from dpmtest import snapshot
 from dpmtest import wait_for
 from dpmtest import write_config
@@ -422,19 +422,21 @@ def judge(method, request, code, details, requests, hmc, before) -> None:
 
 
 @pytest.fixture(scope='module')
-def servicer(tmp_path_factory):
+def servicer(tmp_path_factory, simulators):
     tmp = tmp_path_factory.mktemp('fuzz')
-    config = load_config(write_config(tmp / 'f.conf', tmp / 'unused.sock'))
+    simulator = simulators()
+    pristine(simulator)
+    config = load_config(write_config(tmp / 'f.conf', tmp / 'unused.sock', hmc=simulator))
     log = RequestLog()
-    backend = Backend(config, interceptors=[log], mock_hmc=fresh_mock_hmc())
-    yield backend, log
+    backend = Backend(config, interceptors=[log])
+    yield backend, log, simulator.sim
     backend.pool.close()
 
 
 @pytest.mark.parametrize('method', sorted(EXAMPLES))
 def test_hostile_requests_on_the_servicer(servicer, request, method):
-    backend, log = servicer
-    hmc = backend.pool.mock.hmc
+    backend, log, sim = servicer
+    hmc = sim.hmc
     handler = getattr(backend.servicer, method)
     state = snapshot(hmc)
     ran = []
@@ -468,22 +470,27 @@ def test_hostile_requests_on_the_servicer(servicer, request, method):
 
 
 @pytest.fixture(scope='module')
-def served(tmp_path_factory):
+def on_socket(tmp_path_factory, simulators):
     tmp = tmp_path_factory.mktemp('fuzz-socket')
     token_file = tmp / 'cpc1.token'
     token_file.write_text(TOKEN + '\n')
+    simulator = simulators()
+    pristine(simulator)
     config = load_config(
         write_config(
-            tmp / 'f.conf', tmp / 'f.sock', extra={'host:cpc1': {'token_file': str(token_file)}}
+            tmp / 'f.conf',
+            tmp / 'f.sock',
+            extra={'host:cpc1': {'token_file': str(token_file)}},
+            hmc=simulator,
         )
     )
     log = RequestLog()
-    backend = Backend(config, interceptors=[log], mock_hmc=fresh_mock_hmc())
+    backend = Backend(config, interceptors=[log])
     backend.start()
-    # The first reachability probe is an HMC request of its own; let it pass.
-    wait_for(lambda: backend.pool.reachability.reachable)
+    # The reachability probe and the host checks make HMC requests of their own.
+    wait_for(lambda: backend.pool.reachability.reachable and backend.hosts_checked())
     channel = grpc.insecure_channel(backend.address)
-    yield backend, log, channel
+    yield backend, log, channel, simulator.sim
     channel.close()
     backend.stop(grace=1)
 
@@ -492,9 +499,9 @@ TOKEN = 'fuzz-token-of-cpc1-0123456789'
 
 
 @pytest.mark.parametrize('method', sorted(EXAMPLES))
-def test_hostile_requests_over_the_socket(served, request, method):
-    backend, log, channel = served
-    hmc = backend.pool.mock.hmc
+def test_hostile_requests_over_the_socket(on_socket, request, method):
+    backend, log, channel, sim = on_socket
+    hmc = sim.hmc
     call = getattr(pb_grpc.DPMHostStub(channel), method)
     state = snapshot(hmc)
     ran = []

@@ -4,7 +4,7 @@ The suite's tests catch NotImplementedError and pass, so passing proves nothing
 by itself. Here every inherited test is either
 
 - SUPPORTED: run without that catch, so a NotImplementedError fails it, and
-  against a real dpm-backend on the mock HMC (spawn boots from an FC volume
+  against a real dpm-backend on the HMC simulator (spawn boots from an FC volume
   with dpm_vswitch ports, as DPM requires); or
 - NOT APPLICABLE (below, with the reason): replaced by a test asserting that the
   driver raises NotImplementedError, which is what Nova's compute manager
@@ -20,6 +20,8 @@ import tempfile
 from dpmtest import INVENTORY
 from dpmtest import HostSpec
 from dpmtest import load_config
+from dpmtest import pristine
+from dpmtest import simulator
 from dpmtest import write_config
 from nova.network import model as network_model
 from nova.tests.unit import utils as test_utils
@@ -145,9 +147,11 @@ def _not_applicable(name, reason):
 
 
 class DPMDriverConformanceTest(Base, test.TestCase):
-    """The conformance suite against DPMDriver and a real backend on the mock HMC."""
+    """The conformance suite against DPMDriver and a real backend on the HMC simulator."""
 
     def setUp(self):
+        self.served = simulator()
+        pristine(self.served)
         workdir = pathlib.Path(tempfile.mkdtemp(prefix='dpm-conf-'))
         self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
         socket_path = workdir / 'b.sock'
@@ -158,7 +162,8 @@ class DPMDriverConformanceTest(Base, test.TestCase):
             max_memory=65536,
             mappings=tuple(f'{a}:0' for a in INVENTORY['fcp']),
         )
-        self.backend = Backend(load_config(write_config(workdir / 'b.conf', socket_path, [host])))
+        config = write_config(workdir / 'b.conf', socket_path, [host], hmc=self.served)
+        self.backend = Backend(load_config(config))
         self.backend.start()
         self.addCleanup(self.backend.stop, 1)
         self.flags(backend=f'unix:{socket_path}', retry_interval=0.1, group='dpm')
@@ -167,7 +172,7 @@ class DPMDriverConformanceTest(Base, test.TestCase):
         self.addCleanup(self.connection.cleanup_host, 'fake-mini')
 
     def _partition(self, instance):
-        cpc = self.backend.pool.mock.hmc.cpcs.lookup_by_oid(INVENTORY['z13'])
+        cpc = self.served.sim.hmc.cpcs.lookup_by_oid(INVENTORY['z13'])
         name = naming.partition_name('fake-mini', instance.uuid)
         return next((p for p in cpc.partitions.list() if p.properties['name'] == name), None)
 

@@ -3,7 +3,9 @@
 Nova's in-process functional harness runs every service for real; only Neutron,
 Cinder and Glance are Nova's own fixtures. The compute service loads
 ``compute_driver = dpm.DPMDriver`` through the installed nova/virt/dpm shim and
-talks to a real dpm-backend over a unix socket, which runs on the mock HMC.
+talks to a real dpm-backend over a unix socket, which talks to the HMC
+simulator over HTTPS through a real zhmcclient Session; the boot tests run for
+every HMC version that manages a CPC with vHBAs.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import sys
 import tempfile
 import time
 
+from dpmtest import DEFAULT_PROFILE
 from dpmtest import INVENTORY
 from dpmtest import HostSpec
 from dpmtest import RequestLog
 from dpmtest import load_config
+from dpmtest import pristine
+from dpmtest import rejected
+from dpmtest import simulator
 from dpmtest import write_config
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional import integrated_helpers
 
+from dpm_backend import boot
 from dpm_backend import naming
 from dpm_backend.server import Backend
 
@@ -61,8 +68,8 @@ class FCCinderFixture(nova_fixtures.CinderFixture):
         }
 
 
-def other_partitions(backend: Backend, mine: str) -> dict:
-    cpc = backend.pool.mock.hmc.cpcs.lookup_by_oid(INVENTORY['z13'])
+def other_partitions(served, mine: str) -> dict:
+    cpc = served.sim.hmc.cpcs.lookup_by_oid(INVENTORY['z13'])
     return {
         p.properties['name']: copy.deepcopy(dict(p.properties))
         for p in cpc.partitions.list()
@@ -71,12 +78,16 @@ def other_partitions(backend: Backend, mine: str) -> dict:
 
 
 class _DPMTestBase(integrated_helpers._IntegratedTestBase):
-    """A backend on the mock HMC serving host "compute", and Nova around it."""
+    """A backend on the HMC simulator serving host "compute", and Nova around it."""
 
     microversion = 'latest'
     ADMIN_API = True
+    # The HMC version the simulator answers as.
+    PROFILE = DEFAULT_PROFILE
 
     def setUp(self):
+        self.served = simulator(self.PROFILE)
+        pristine(self.served)
         workdir = pathlib.Path(tempfile.mkdtemp(prefix='dpm-nova-'))
         self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
         socket_path = workdir / 'b.sock'
@@ -89,7 +100,7 @@ class _DPMTestBase(integrated_helpers._IntegratedTestBase):
                 mappings=tuple(f'{a}:0' for a in INVENTORY['fcp']),
             )
         ]
-        config = load_config(write_config(workdir / 'b.conf', socket_path, hosts))
+        config = load_config(write_config(workdir / 'b.conf', socket_path, hosts, hmc=self.served))
         self.hmc_log = RequestLog()
         self.backend = Backend(config, interceptors=[self.hmc_log])
         self.backend.start()
@@ -118,7 +129,7 @@ class _DPMTestBase(integrated_helpers._IntegratedTestBase):
         )['id']
 
     def hmc_partitions(self) -> dict:
-        cpc = self.backend.pool.mock.hmc.cpcs.lookup_by_oid(INVENTORY['z13'])
+        cpc = self.served.sim.hmc.cpcs.lookup_by_oid(INVENTORY['z13'])
         return {p.properties['name']: p for p in cpc.partitions.list()}
 
     def dpm_port(self, mac: str, vswitch: str, status: str = 'ACTIVE') -> str:
@@ -195,7 +206,7 @@ class DPMServersTest(_DPMTestBase):
         self.assertEqual('storage-adapter', props['boot-device'])
         self.assertEqual(boot_hba['element-uri'], props['boot-storage-device'])
         self.assertEqual(TARGET.lower(), props['boot-world-wide-port-name'])
-        self.assertEqual(format(LUN, 'x'), props['boot-logical-unit-number'])
+        self.assertEqual(boot.lun_property(LUN), props['boot-logical-unit-number'])
         # The connector Cinder got holds exactly the partition's vHBA WWPNs.
         attachment = next(iter(self.cinder.volume_to_attachment[VOLUME].values()))
         connector = attachment['connector']
@@ -215,15 +226,17 @@ class DPMServersTest(_DPMTestBase):
         self.assertEqual(['stop', 'start'], posts)
         self.assertEqual('active', self.hmc_partitions()[name].properties['status'])
 
-        others = other_partitions(self.backend, name)
+        others = other_partitions(self.served, name)
         self._delete_server(server)
         self.assertNotIn(name, self.hmc_partitions())
-        self.assertEqual(others, other_partitions(self.backend, name))
+        self.assertEqual(others, other_partitions(self.served, name))
         # Cinder got the connector after the partition (and its WWPNs) was gone.
         self.assertEqual(
             {},
             {k: v for k, v in self.cinder.volume_to_attachment[VOLUME].items() if v['connector']},
         )
+        # The HMC refused none of the requests of the whole lifecycle.
+        self.assertEqual([], rejected(self.served.sim.requests()))
 
     def test_server_larger_than_the_cpc_subset_is_refused_by_the_scheduler(self):
         big = self.admin_api.post_flavor(
@@ -273,8 +286,8 @@ class DPMVifPluggedTest(_DPMTestBase):
             self.assertLess(time.monotonic(), deadline, 'the NIC was never created')
             time.sleep(0.05)
         # The NIC exists (networking-dpm would now see it) but nothing started.
-        time.sleep(0.3)
         self.assertEqual('stopped', self.hmc_partitions()[name].properties['status'])
+        event_sent = time.time()
         self.admin_api.api_post(
             '/os-server-external-events',
             {
@@ -290,6 +303,14 @@ class DPMVifPluggedTest(_DPMTestBase):
         )
         self._wait_for_state_change(server, 'ACTIVE')
         self.assertEqual('active', self.hmc_partitions()[name].properties['status'])
+        # Start Partition reached the HMC once, and only after the event.
+        starts = [
+            r.time
+            for r in self.served.sim.requests()
+            if r.method == 'POST' and r.uri.endswith('/operations/start')
+        ]
+        self.assertEqual(1, len(starts))
+        self.assertGreaterEqual(starts[0], event_sent)
 
     def test_missing_vif_plugged_event_fails_the_build_when_fatal(self):
         self.flags(vif_plugging_timeout=1, vif_plugging_is_fatal=True)
@@ -298,3 +319,9 @@ class DPMVifPluggedTest(_DPMTestBase):
         server = self._wait_for_state_change(server, 'ERROR')
         name = naming.partition_name(HOST, server['id'])
         self.assertNotIn(name, self.hmc_partitions())
+
+
+class DPMServersOnHmc2141Test(DPMServersTest):
+    """The same, against an HMC 2.14.1 (API 2.40) managing the z13."""
+
+    PROFILE = '2.14.1'

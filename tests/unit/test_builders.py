@@ -24,7 +24,8 @@ def test_names_and_descriptions_match_the_original_contract():
         == 'OpenStack mac=fa:16:3e:00:00:01, CPCSubset=cpc1'
     )
     assert naming.hba_name('aa', 2) == 'OpenStack_Port_aa_2'
-    assert naming.hba_description('cpc1') == 'OpenStack CPCSubset=cpc1'
+    # The original wrote "OpenStack CPCSubset= " + host: a space after '='.
+    assert naming.hba_description('cpc1') == 'OpenStack CPCSubset= cpc1'
     assert naming.storage_port_uri('aa', 1) == '/api/adapters/aa/storage-ports/1'
     assert naming.virtual_switch_uri('vs') == '/api/virtual-switches/vs'
 
@@ -105,14 +106,35 @@ def test_boot_target_is_the_first_unignored_target_of_the_boot_initiator():
         )
 
 
-def test_boot_properties_address_the_boot_hba_and_lun_in_hex():
+def test_boot_properties_address_the_boot_hba_and_the_fcp_lun():
     target = boot.BootTarget('/api/partitions/p/hbas/h', '5005076800000002', 26)
     assert boot.partition_properties(target) == {
         'boot-device': 'storage-adapter',
         'boot-storage-device': '/api/partitions/p/hbas/h',
         'boot-world-wide-port-name': '5005076800000002',
-        'boot-logical-unit-number': '1a',
+        'boot-logical-unit-number': '001a000000000000',
     }
+
+
+@pytest.mark.parametrize(
+    ('lun', 'fcp_lun'),
+    [
+        (0, '0000000000000000'),
+        (1, '0001000000000000'),
+        (255, '00ff000000000000'),
+        (256, '0100000000000000'),
+        (0x4000, '4000000000000000'),
+        (0xFFFF, 'ffff000000000000'),
+        # Above 0xffff the LUN takes four bytes (os-brick's second form).
+        (0x10000, '0001000000000000'),
+        (0x12345678, '1234567800000000'),
+    ],
+)
+def test_boot_lun_is_the_8_byte_fcp_lun_that_os_brick_forms(lun, fcp_lun):
+    # os-brick initiator/connectors/fibre_channel_s390x.py: "0x%04x000000000000"
+    # up to 0xffff, "0x%08x00000000" above (without the 0x here).
+    assert boot.lun_property(lun) == fcp_lun
+    assert len(fcp_lun) == 16
 
 
 def test_every_hmc_partition_status_has_a_power_state():
@@ -134,21 +156,18 @@ def test_every_hmc_partition_status_has_a_power_state():
     assert states.power_state('no-such-status') == pb.POWER_STATE_CRASHED
 
 
+@pytest.mark.parametrize('status', ['status-check', 'communications-not-active'])
+def test_lost_se_communication_is_no_power_state_not_a_crash(status):
+    # Nova stops an ACTIVE instance reported CRASHED or SHUTDOWN; these say
+    # nothing about the guest.
+    assert states.power_state(status) == pb.POWER_STATE_UNSPECIFIED
+
+
+def test_reservation_error_is_shut_down_and_needs_no_stop():
+    assert states.power_state('reservation-error') == pb.POWER_STATE_SHUTDOWN
+    assert 'reservation-error' in states.NOT_STARTED
+
+
 def test_hypervisor_version_from_se_version():
     assert hypervisor_version('2.13.1') == 2013001
     assert hypervisor_version('2.15') == 2015000
-
-
-def test_hmc_waits_get_the_whole_seconds_left_and_never_outlast_the_deadline():
-    import time
-
-    from dpm_backend import errors
-    from dpm_backend.instance import Deadline
-
-    assert Deadline(7.9).timeout('start partition') == 7
-    assert Deadline(0.4).timeout('start partition') == 1  # zhmcclient reads 0 as "no timeout"
-    expired = Deadline(0.01)
-    time.sleep(0.02)
-    with pytest.raises(errors.DPMError) as caught:
-        expired.timeout('start partition')
-    assert caught.value.reason_name == 'HMC_TIMEOUT'

@@ -89,12 +89,9 @@ BAD = {
         {'hmc': {'password': '', 'password_file': '/nonexistent/pw'}},
         '[hmc] password_file',
     ),
-    'no hmc': (None, {'hmc': {'mock_definition': ''}}, '[hmc] hosts'),
-    'missing mock file': (
-        None,
-        {'hmc': {'mock_definition': '/nonexistent.yaml'}},
-        '[hmc] mock_definition',
-    ),
+    'no hmc': (None, {'hmc': {'hosts': ''}}, '[hmc] hosts'),
+    'port out of range': (None, {'hmc': {'port': '70000'}}, '[hmc] port'),
+    'job poll too fast': (None, {'hmc': {'job_poll_interval': '0'}}, '[hmc] job_poll_interval'),
     'timeout 0': (None, {'hmc': {'read_timeout': '0'}}, 'read_timeout'),
     'pool 0': (None, {'hmc': {'pool_size': '0'}}, 'pool_size'),
     'missing ca file': (None, {'hmc': {'ca_file': '/nonexistent.pem'}}, '[hmc] ca_file'),
@@ -234,8 +231,8 @@ def test_real_hmc_sessions_get_the_configured_timeouts_and_tls(tmp_path):
         tmp_path / 's.sock',
         extra={
             'hmc': {
-                'mock_definition': '',
                 'hosts': 'hmc1.example.invalid,hmc2.example.invalid',
+                'port': '16794',
                 'ca_file': str(ca),
                 'read_timeout': '33',
                 'connect_timeout': '7',
@@ -251,10 +248,11 @@ def test_real_hmc_sessions_get_the_configured_timeouts_and_tls(tmp_path):
     assert (rtc.operation_timeout, rtc.status_timeout) == (600, 44)
     assert session.verify_cert == str(ca)
     assert session.host == ['hmc1.example.invalid', 'hmc2.example.invalid']
+    assert session.port == 16794
     assert PASSWORD not in repr(session)
 
 
-@pytest.mark.parametrize('name', ['dpm-backend-example.conf', 'dpm-backend-mock.conf'])
+@pytest.mark.parametrize('name', ['dpm-backend-example.conf', 'dpm-backend-sim.conf'])
 def test_shipped_example_configs_load(name, tmp_path, monkeypatch):
     import pathlib
 
@@ -267,6 +265,10 @@ def test_shipped_example_configs_load(name, tmp_path, monkeypatch):
     ca = tmp_path / 'ca.pem'
     ca.write_text('x')
     path = tmp_path / name
-    path.write_text(text.replace('/etc/dpm-backend/hmc-ca.pem', str(ca)))
+    password = tmp_path / 'password'
+    password.write_text('pw')
+    text = text.replace('/etc/dpm-backend/hmc-ca.pem', str(ca))
+    text = text.replace('/tmp/hmc-sim/hmc-sim-ca.pem', str(ca))
+    path.write_text(text.replace('/tmp/hmc-sim/password', str(password)))
     config = load_config(path)
     assert len(config.hosts) == 2
