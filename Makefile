@@ -57,9 +57,9 @@ lint: venv
 test: lint check-generated
 	$(BIN)/python -m pytest
 
-.PHONY: demo  ## Backend on the shipped mock HMC; nova-compute calls through DPMDriver for two hosts
+.PHONY: demo  ## HMC simulator + backend processes; nova-compute calls through DPMDriver for two hosts
 demo: venv
-	$(BIN)/python -m dpm_frontend.demo
+	$(BIN)/python -m demo
 
 .PHONY: bench  ## Measure HMC requests per operation, the gRPC hop and many hosts (writes bench/results.json)
 bench: venv

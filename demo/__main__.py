@@ -1,13 +1,16 @@
-"""`make demo`: nova-compute's calls through DPMDriver to a backend on the mock HMC.
+"""`make demo`: nova-compute's calls through DPMDriver to a backend on the HMC simulator.
 
-Starts a real ``dpm-backend`` process on a unix socket (the shipped mock HMC,
-HMC request logging on) serving two Nova hosts. For each host it loads the
+Starts ``dpm-hmc-sim`` as an HMC 2.14.1 managing a z13 (the oldest profile with
+vHBAs; HTTPS on loopback with a CA of its own, short start/stop jobs) and a
+real ``dpm-backend`` process on a unix socket that logs on to it as to any HMC
+(TLS verified, HMC request logging on) and serves two Nova hosts. For each host it loads the
 driver as nova-compute does (``compute_driver = dpm.DPMDriver``) and makes the
 calls nova-compute makes for a server booted from an FC volume with two
 ports: init_host, resources, prepare_for_spawn, get_volume_connector, spawn,
 get_info, power off/on, reboot, destroy, the connector after destroy. Each
 call is printed with the HMC requests it caused. Then the backend gets
-SIGTERM; the demo checks that it drained and left nothing behind.
+SIGTERM; the demo checks that it drained, logged off and left no partition
+behind on the simulator, then stops the simulator.
 
 Nova's database is not part of the demo: the instance objects print what the
 driver asks nova-compute to save instead of writing it.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,16 +35,22 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 import yaml  # noqa: E402
 
-from dpm_backend import config as backend_config  # noqa: E402
+from dpm_hmc_sim import definition as sim_definition  # noqa: E402
+from dpm_hmc_sim.testing import SimulatorProcess  # noqa: E402
 
+# The oldest HMC version the simulator has that manages a CPC with vHBAs.
+PROFILE = '2.14.1'
+USERID = 'demo'
+# Start and Stop Partition are HMC jobs; short ones keep the demo quick.
+JOB_SECONDS = 0.5
 CPC_NAME = 'CPCZ13'
 HOSTS = ('cpc1', 'cpc10')
 BOOT_TARGET_WWPN = '500507680B2142E5'
 
 
-def mock_inventory(definition_path: str = backend_config.BUILTIN_MOCK_PATH) -> dict:
+def sim_inventory(profile: str = PROFILE) -> dict:
     """Object ids of the demo CPC, its FCP adapters and virtual switches."""
-    with open(definition_path, encoding='utf-8') as stream:
+    with open(sim_definition.resolve(profile), encoding='utf-8') as stream:
         definition = yaml.safe_load(stream)['hmc_definition']
     cpc = next(c for c in definition['cpcs'] if c['properties']['name'] == CPC_NAME)
     return {
@@ -73,12 +83,14 @@ def fc_block_device_info(wwpns: list[str], lun: int = 1) -> dict:
     }
 
 
-def _config_text(socket_path: str, inventory: dict) -> str:
+def _config_text(socket_path: str, hmc: SimulatorProcess, inventory: dict) -> str:
     lines = [
         '[hmc]',
-        f'mock_definition = {backend_config.BUILTIN_MOCK}',
-        'userid = demo',
-        'password = demo-password',
+        f'hosts = {hmc.host}',
+        f'port = {hmc.port}',
+        f'ca_file = {hmc.ca_file}',
+        f'userid = {hmc.userid}',
+        f'password = {hmc.password}',
         'log_requests = true',
         'probe_interval = 1',
         '[backend]',
@@ -253,36 +265,70 @@ def _lifecycle(backend: BackendProcess, host: str, inventory: dict) -> None:
     drv.cleanup_host(host)
 
 
+def _partition_names(hmc: SimulatorProcess) -> set[str]:
+    """Names of the partitions on the simulator's CPCs, from its state dump."""
+    cpcs = hmc.state()['hmc_definition']['cpcs']
+    return {p['properties']['name'] for cpc in cpcs for p in cpc.get('partitions', [])}
+
+
 def main() -> int:
     # nova-compute in native threading mode, as the driver requires.
     os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
-    inventory = mock_inventory()
+    inventory = sim_inventory()
     with tempfile.TemporaryDirectory(prefix='dpm-demo-') as workdir:
-        socket_path = os.path.join(workdir, 'dpm-backend.sock')
-        config_file = os.path.join(workdir, 'dpm-backend.conf')
-        with open(config_file, 'w', encoding='utf-8') as stream:
-            stream.write(_config_text(socket_path, inventory))
-        print(f'Starting dpm-backend on the mock HMC ({backend_config.BUILTIN_MOCK_PATH})')
-        backend = BackendProcess(config_file)
+        hmc = SimulatorProcess(
+            PROFILE,
+            userid=USERID,
+            password=secrets.token_urlsafe(16),
+            cert_dir=os.path.join(workdir, 'hmc-sim'),
+            start_seconds=JOB_SECONDS,
+            stop_seconds=JOB_SECONDS,
+        )
         try:
-            backend.wait_for_socket(socket_path)
-            from nova.conf import CONF
-
-            from dpm_frontend import conf as dpm_conf
-
-            dpm_conf.register_opts(CONF)
-            CONF.set_override('backend', f'unix:{socket_path}', group='dpm')
-            backend.drain_log(0.5)
-            for host in HOSTS:
-                _lifecycle(backend, host, inventory)
+            print(hmc.ready_line)
+            return _run(workdir, hmc, inventory)
         finally:
-            backend.process.send_signal(signal.SIGTERM)
-            code = backend.process.wait(timeout=30)
-        tail = [line.split('[-] ', 1)[-1] for line in backend.drain_log() if 'Stopped' in line]
-        print(f'\n== SIGTERM: dpm-backend exited with {code}; {" ".join(tail)}')
-        if code != 0 or os.path.exists(socket_path):
-            print('the backend did not stop cleanly', file=sys.stderr)
-            return 1
+            hmc.terminate()
+
+
+def _run(workdir: str, hmc: SimulatorProcess, inventory: dict) -> int:
+    socket_path = os.path.join(workdir, 'dpm-backend.sock')
+    config_file = os.path.join(workdir, 'dpm-backend.conf')
+    fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w', encoding='utf-8') as stream:
+        stream.write(_config_text(socket_path, hmc, inventory))
+    print(f'Starting dpm-backend on it (HTTPS to {hmc.host}:{hmc.port}, CA {hmc.ca_file})')
+    backend = BackendProcess(config_file)
+    try:
+        backend.wait_for_socket(socket_path)
+        from nova.conf import CONF
+
+        from dpm_frontend import conf as dpm_conf
+
+        dpm_conf.register_opts(CONF)
+        CONF.set_override('backend', f'unix:{socket_path}', group='dpm')
+        backend.drain_log(0.5)
+        before = _partition_names(hmc)
+        for host in HOSTS:
+            _lifecycle(backend, host, inventory)
+    finally:
+        backend.process.send_signal(signal.SIGTERM)
+        code = backend.process.wait(timeout=30)
+    tail = [line.split('[-] ', 1)[-1] for line in backend.drain_log() if 'Stopped' in line]
+    print(f'\n== SIGTERM: dpm-backend exited with {code}; {" ".join(tail)}')
+    if code != 0 or os.path.exists(socket_path):
+        print('the backend did not stop cleanly', file=sys.stderr)
+        return 1
+    sessions = hmc.session_counts()
+    counts = sessions['userids'].get(USERID, {})
+    leftovers = sorted(_partition_names(hmc) - before)
+    print(
+        f'== simulator: {counts.get("logons", 0)} logons, {counts.get("logoffs", 0)} logoffs, '
+        f'{sessions["open"]} sessions open; partitions left by the demo: {leftovers}'
+    )
+    if leftovers or sessions['open']:
+        print('the backend left partitions or HMC sessions behind', file=sys.stderr)
+        return 1
     print('Demo finished: every call answered, nothing left running.')
     return 0
 
