@@ -1,4 +1,4 @@
-"""Whole instance lifecycles over a real unix socket, checked on the mock HMC's objects."""
+"""Whole instance lifecycles over a real unix socket, checked on the simulated HMC's objects."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dpmtest import boot_volume
 from dpmtest import flavor
 from dpmtest import new_uuid
 from dpmtest import nic
+from dpmtest import rejected
 
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_backend import cmdline
@@ -159,6 +160,9 @@ def test_full_lifecycle_changes_only_the_instance_partition(running):
     assert name not in running.partitions()
     assert running.stub.Destroy(pb.DestroyRequest(**ids), timeout=T).existed is False
     assert snapshot(running) == before
+    # Every request of the lifecycle is one this HMC version accepts.
+    assert rejected(running.sim.requests()) == []
+    assert {r.status for r in running.sim.requests()} <= {200, 201, 202, 204}
 
     with pytest.raises(grpc.RpcError) as caught:
         running.stub.GetInstanceInfo(pb.GetInstanceInfoRequest(**ids), timeout=T)
