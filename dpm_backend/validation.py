@@ -139,6 +139,9 @@ def nics(messages) -> tuple[NicSpec, ...]:
     return specs
 
 
+MAX_LUN = 0xFFFFFFFF
+
+
 def _wwpn(value: str, field: str) -> str:
     normalised = wwpn.normalise(value)
     if normalised is None:
@@ -167,6 +170,11 @@ def boot_volume(message: pb.FcBootVolume, present: bool) -> BootVolume:
             _wwpn(target, f'{field}[{index}].target_wwpns[{position}]')
             for position, target in enumerate(entry.target_wwpns)
         ]
+    if message.target_lun > MAX_LUN:
+        # Beyond four bytes os-brick's s390x form has no room (boot.lun_property).
+        raise errors.invalid_field(
+            'boot_volume.target_lun', f'{message.target_lun} is larger than {MAX_LUN:#x}'
+        )
     return BootVolume(lun=message.target_lun, initiator_target_map=mapping)
 
 

@@ -343,6 +343,7 @@ def valid(method: str, request) -> bool:
         and len(set(ports)) == len(ports)
         and request.HasField('boot_volume')
         and len(volume.initiator_target_map) > 0
+        and volume.target_lun <= 0xFFFFFFFF  # os-brick's longest FCP LUN form: 4 bytes
         and all(
             _wwpn_ok(entry.initiator_wwpn)
             and entry.target_wwpns

@@ -108,6 +108,10 @@ INVALID_SPAWNS = {
     'bad wwpn': (good_spawn(boot_volume=boot_volume(['0x12'], [TARGET])), 'INVALID_FIELD'),
     'no targets': (good_spawn(boot_volume=boot_volume([WWPN], [])), 'INVALID_FIELD'),
     'empty map': (good_spawn(boot_volume=pb.FcBootVolume(target_lun=1)), 'INVALID_FIELD'),
+    'lun beyond 4 bytes': (
+        good_spawn(boot_volume=boot_volume([WWPN], [TARGET], lun=0x100000000)),
+        'INVALID_FIELD',
+    ),
 }
 
 
