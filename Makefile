@@ -43,10 +43,11 @@ check-generated: venv
 	cmp -s $$tmp/nova.conf $(NOVA_SAMPLE_CONFIG) || { echo "stale $(NOVA_SAMPLE_CONFIG) (run make generate)"; exit 1; }
 	@echo "generated files are current"
 
-.PHONY: lint  ## ruff, buf lint/format, and buf breaking against main
+.PHONY: lint  ## ruff, mypy, buf lint/format, and buf breaking against main
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy dpm_backend dpm_frontend
 	$(BIN)/buf lint
 	$(BIN)/buf format --exit-code -d
 	@if git rev-parse --verify --quiet main:protos >/dev/null; then \
@@ -74,5 +75,5 @@ all: test
 
 .PHONY: clean  ## Remove the virtualenv and caches
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
