@@ -33,7 +33,7 @@ RESERVATION_ERROR = 'reservation-error'
 STATUS_CHECK = 'status-check'
 COMMUNICATIONS_NOT_ACTIVE = 'communications-not-active'
 
-POWER_STATES: dict[str, int] = {
+POWER_STATES: dict[str, pb.PowerState] = {
     ACTIVE: pb.POWER_STATE_RUNNING,
     DEGRADED: pb.POWER_STATE_RUNNING,
     STOPPED: pb.POWER_STATE_SHUTDOWN,
@@ -61,7 +61,7 @@ RUNNING = frozenset({ACTIVE, DEGRADED})
 UNKNOWN = frozenset({STATUS_CHECK, COMMUNICATIONS_NOT_ACTIVE})
 
 
-def power_state(status: str) -> int:
+def power_state(status: str) -> pb.PowerState:
     """The DPMHost PowerState for an HMC partition status."""
     try:
         state = POWER_STATES[status]
