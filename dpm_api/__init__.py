@@ -1,1 +1,1 @@
-"""Generated DPMHost API stubs (from protos/dpm_api); do not edit."""
+"""The DPMHost API: stubs generated from protos/dpm_api (do not edit them) and its contract."""

@@ -13,8 +13,7 @@ import dataclasses
 # HMC limit of boot-os-specific-parameters.
 MAX_LENGTH = 256
 # A token is "DDDD,P,MMMMMMMMMMMM;" (20 characters) plus a separating space:
-# 12 NICs fit into 256 characters, 13 do not.
-MAX_NICS = 12
+# 12 NICs fit into 256 characters, 13 do not (dpm_api.v1.contract.MAX_NICS).
 SEPARATOR = ' '
 
 

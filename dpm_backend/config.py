@@ -18,10 +18,12 @@ from oslo_config import cfg
 from oslo_config import types
 from oslo_log import log as logging
 
+from dpm_api.v1 import contract
 from dpm_backend import naming
 from dpm_backend import wwpn as wwpn_mod
 
-OBJECT_ID_REGEX = r'^[a-f0-9]{8}-([a-f0-9]{4}-){3}[a-f0-9]{12}$'
+# oslo.config searches an option's regex: anchored.
+OBJECT_ID_REGEX = f'^{contract.OBJECT_ID_PATTERN}$'
 HOST_GROUP_PREFIX = 'host:'
 CREDENTIAL_NAME = 'hmc-password'
 # systemd credential holding the token of host <name>: LoadCredential=token-<name>:<file>
@@ -47,7 +49,7 @@ class AdapterPort(types.String):
             return value
         text = super().__call__(value).strip().lower()
         adapter_id, sep, port = text.rpartition(':')
-        if not sep or not re.fullmatch(OBJECT_ID_REGEX, adapter_id):
+        if not sep or not contract.OBJECT_ID.fullmatch(adapter_id):
             raise ValueError(f'{value!r} is not <adapter-object-id>:<port>')
         if port not in ('0', '1', '2', '3'):
             raise ValueError(f'{value!r}: the port must be 0, 1, 2 or 3')

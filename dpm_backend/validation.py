@@ -11,14 +11,13 @@ import re
 
 import grpc
 
+from dpm_api.v1 import contract
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_backend import cmdline
 from dpm_backend import errors
 from dpm_backend import naming
 from dpm_backend import wwpn
 
-DPM_VSWITCH = 'dpm_vswitch'
-OBJECT_ID = re.compile(r'[a-f0-9]{8}-(?:[a-f0-9]{4}-){3}[a-f0-9]{12}')
 MAC = re.compile(r'[0-9a-f]{2}(?::[0-9a-f]{2}){5}')
 # Bounds well beyond any CPC, so that absurd values never reach the HMC.
 MAX_VCPUS = 512
@@ -89,12 +88,12 @@ def mac(value: str, field: str) -> str:
 
 
 def nic(message: pb.Nic, field: str) -> NicSpec:
-    if message.vif_type != DPM_VSWITCH:
+    if message.vif_type != contract.DPM_VSWITCH:
         raise errors.DPMError(
             grpc.StatusCode.INVALID_ARGUMENT,
             pb.ERROR_REASON_VIF_UNSUPPORTED,
             f'{field}.vif_type: {_shown(message.vif_type)} is not supported; '
-            f'only {DPM_VSWITCH} VIFs can be attached',
+            f'only {contract.DPM_VSWITCH} VIFs can be attached',
             field=f'{field}.vif_type',
         )
     if message.HasField('vlan'):
@@ -109,7 +108,7 @@ def nic(message: pb.Nic, field: str) -> NicSpec:
         raise errors.invalid_field(
             f'{field}.port_id', f'{_shown(message.port_id)} is not a Neutron port id'
         )
-    if not OBJECT_ID.fullmatch(message.vswitch_object_id):
+    if not contract.OBJECT_ID.fullmatch(message.vswitch_object_id):
         raise errors.invalid_field(
             f'{field}.vswitch_object_id',
             f'{_shown(message.vswitch_object_id)} is not an HMC object id',
@@ -122,12 +121,12 @@ def nic(message: pb.Nic, field: str) -> NicSpec:
 
 
 def nics(messages) -> tuple[NicSpec, ...]:
-    if len(messages) > cmdline.MAX_NICS:
+    if len(messages) > contract.MAX_NICS:
         raise errors.DPMError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             pb.ERROR_REASON_TOO_MANY_NICS,
             f'nics: {len(messages)} NICs requested; the kernel command line '
-            f'({cmdline.MAX_LENGTH} characters) describes at most {cmdline.MAX_NICS}',
+            f'({cmdline.MAX_LENGTH} characters) describes at most {contract.MAX_NICS}',
             field='nics',
         )
     specs = tuple(nic(message, f'nics[{index}]') for index, message in enumerate(messages))

@@ -10,14 +10,13 @@ from __future__ import annotations
 from nova.compute import power_state
 from oslo_log import log as logging
 
+from dpm_api.v1 import contract
 from dpm_api.v1 import dpm_host_pb2 as pb
 from nova import exception
 
 LOG = logging.getLogger(__name__)
 
-DPM_VSWITCH = 'dpm_vswitch'
 FIBRE_CHANNEL = 'fibre_channel'
-MAX_NICS = 12
 # instance.system_metadata key holding the vHBA WWPNs: Nova asks for the volume
 # connector after destroy, when the HMC no longer knows them.
 WWPNS_KEY = 'dpm_wwpns'
@@ -47,17 +46,17 @@ def refuse_image_boot(instance) -> None:
 def check_vifs(instance, network_info) -> None:
     """Refuse VIFs DPM cannot attach, before anything is built for them."""
     vifs = list(network_info or [])
-    if len(vifs) > MAX_NICS:
+    if len(vifs) > contract.MAX_NICS:
         raise exception.InstanceUnacceptable(
             instance_id=instance.uuid,
-            reason=f'{len(vifs)} ports requested; a DPM partition gets at most {MAX_NICS}',
+            reason=f'{len(vifs)} ports requested; a DPM partition gets at most {contract.MAX_NICS}',
         )
     for vif in vifs:
-        if vif['type'] != DPM_VSWITCH:
+        if vif['type'] != contract.DPM_VSWITCH:
             raise exception.InstanceUnacceptable(
                 instance_id=instance.uuid,
                 reason=f'port {vif["id"]} has VIF type {vif["type"]!r}; only '
-                f'{DPM_VSWITCH} (networking-dpm) ports can be attached',
+                f'{contract.DPM_VSWITCH} (networking-dpm) ports can be attached',
             )
         details = vif.get('details') or {}
         if details.get('vlan') is not None:

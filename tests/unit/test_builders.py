@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dpm_api.v1 import contract
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_backend import boot
 from dpm_backend import cmdline
@@ -79,7 +80,7 @@ def test_cmdline_tokens_use_devno_port_and_bare_mac():
 
 
 def test_the_whole_cmdline_is_checked_not_one_token():
-    twelve = [cmdline.NicToken('8001', 0, 'fa:16:3e:00:00:01')] * cmdline.MAX_NICS
+    twelve = [cmdline.NicToken('8001', 0, 'fa:16:3e:00:00:01')] * contract.MAX_NICS
     assert cmdline.fits(cmdline.value(twelve))
     assert not cmdline.fits(cmdline.value([*twelve, twelve[0]]))
 

@@ -1,0 +1,25 @@
+"""Values of the DPMHost v1 contract that dpm_host.proto can state only in comments.
+
+Hand-written, unlike the ``*_pb2*`` modules beside it: ``make check-generated``
+compares only what grpc_tools.protoc writes, so this module is never taken for
+a stale stub, and tests/unit/test_contract.py checks that the proto's comments
+state these same values. Both halves import it from here (one wheel ships
+dpm_api with dpm_backend and dpm_frontend): the backend refuses a request that
+breaks it, the frontend refuses the server before anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Nic.vif_type: the only VIF type a DPM partition can attach (networking-dpm's).
+DPM_VSWITCH = 'dpm_vswitch'
+
+# SpawnRequest.nics: at most this many. Each NIC is one token in the partition's
+# kernel command line (boot-os-specific-parameters, 256 characters): 12 fit, 13 do not.
+MAX_NICS = 12
+
+# An HMC object id (Nic.vswitch_object_id; also the CPC and adapter ids of the
+# backend's configuration): a UUID in lower case. Unanchored: use fullmatch.
+OBJECT_ID_PATTERN = r'[a-f0-9]{8}-(?:[a-f0-9]{4}-){3}[a-f0-9]{12}'
+OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
