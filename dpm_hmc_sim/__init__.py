@@ -15,6 +15,13 @@ In a test::
         client = zhmcclient.Client(hmc.session())
         hmc.sim.set_outcome('LINUX01', 'start', 'paused')
 
+Storage groups (z14 and later) behave as storage.py and rules.py describe;
+discovery finds the LUNs of a simulated SAN, open by default (every LUN
+exists), or closed with the LUNs a test lists (fabric.py)::
+
+    hmc.sim.set_fabric({'open': False})
+    hmc.sim.expose_lun(target_wwpn, '0001000000000000', size=10, host_wwpns=[...])
+
 As a process: ``dpm-hmc-sim --definition 2.15.0 --listen 127.0.0.1:0 --userid
 openstack --password-file FILE --cert-dir DIR`` (or ``python -m dpm_hmc_sim``);
 ``testing.SimulatorProcess`` runs it and speaks its ``/_sim/`` admin paths.

@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,9 +32,12 @@ from dpm_hmc_sim import definition as definitions
 from dpm_hmc_sim import operations
 from dpm_hmc_sim import profiles
 from dpm_hmc_sim import rules
+from dpm_hmc_sim import storage
 from dpm_hmc_sim.dump import dump_hmc
 from dpm_hmc_sim.errors import HmcError
 from dpm_hmc_sim.errors import not_found
+from dpm_hmc_sim.fabric import Fabric
+from dpm_hmc_sim.fabric import Lun
 from dpm_hmc_sim.jobs import JOBS_URI
 from dpm_hmc_sim.jobs import JobBook
 from dpm_hmc_sim.jobs import JobClock
@@ -47,6 +51,18 @@ PARTITION_OP = re.compile(r'/api/partitions/([^/?]+)/operations/(start|stop)')
 PARTITION = re.compile(r'/api/partitions/([^/?]+)')
 NIC = re.compile(r'/api/partitions/([^/?]+)/nics/([^/?]+)')
 HBAS = re.compile(r'/api/partitions/([^/?]+)/hbas')
+PARTITIONS = re.compile(r'/api/cpcs/([^/?]+)/partitions')
+STORAGE_GROUPS = '/api/storage-groups'
+SG_OP = re.compile(
+    r'(/api/storage-groups/[^/?]+)/operations/'
+    r'(modify|delete|start-fcp-storage-discovery|get-connection-report|get-partitions)'
+)
+FULFILL_FCP = re.compile(
+    r'(/api/storage-groups/[^/?]+/storage-volumes/[^/?]+)/operations/fulfill-fcp-storage-volume'
+)
+VSR = re.compile(r'/api/storage-groups/[^/?]+/virtual-storage-resources/[^/?]+')
+ATTACHMENT = re.compile(r'(/api/partitions/[^/?]+)/operations/(attach|detach)-storage-group')
+VALIDATE_LUN_PATH = re.compile(r'(/api/cpcs/[^/?]+)/operations/validate-lun-path')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +71,7 @@ class Settings:
 
     start_seconds: float = 1.0  # duration of a Start Partition job
     stop_seconds: float = 1.0  # duration of a Stop Partition job
+    discover_seconds: float = 1.0  # duration of a Start FCP Storage Discovery job
     latency: float = 0.0  # seconds added to every HMC request
     session_timeout: float = 0.0  # idle seconds before a session expires; 0: never
     logon_refused: bool = False  # refuse every logon (403, reason 0)
@@ -111,6 +128,7 @@ class Simulator:
         *,
         userid: str,
         password: str,
+        fabric: Mapping[str, Any] | None = None,
         **settings: Any,
     ) -> None:
         self.definition = definitions.load(definition)
@@ -125,6 +143,7 @@ class Simulator:
         self._clock = JobClock(self._finish_due_jobs)
         self._outcomes: dict[tuple[str, str], str] = {}
         self._records: list[RequestRecord] = []
+        self._storage = storage.StorageState(Fabric.from_dict(fabric or {}))
 
     # --- admin interface -------------------------------------------------------
 
@@ -142,13 +161,65 @@ class Simulator:
         return self._settings.enabled
 
     def configure(self, **settings: Any) -> Settings:
-        """Change settings at run time (start_seconds, latency, enabled, ...)."""
+        """Change settings at run time (start_seconds, latency, enabled, ...).
+
+        ``fabric=`` replaces the simulated SAN (see :meth:`set_fabric`).
+        """
         with self.lock:
+            if 'fabric' in settings:
+                self.set_fabric(settings.pop('fabric'))
             self._settings = self._settings.replace(**settings)
             return self._settings
 
+    # --- the simulated SAN (fabric.py) ------------------------------------------------
+
+    @property
+    def fabric(self) -> dict[str, Any]:
+        """The simulated SAN as a dict (fabric.py); it survives reset()."""
+        with self.lock:
+            return self._storage.fabric.to_dict()
+
+    def set_fabric(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the SAN: ``{'open': bool, 'luns': [...]}`` (fabric.py); ValueError if bad."""
+        fabric = Fabric.from_dict(spec)
+        with self.lock:
+            self._storage.fabric = fabric
+            return fabric.to_dict()
+
+    def expose_lun(
+        self,
+        target_wwpn: str,
+        lun: str,
+        *,
+        size: float | None = None,
+        host_wwpns: list[str] | None = None,
+        uuid: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a LUN to the SAN (what Cinder's initialize_connection does on an array).
+
+        ``host_wwpns`` are the WWPNs it is masked to (None: every host); ``size`` in
+        GiB is what discovery matches a volume definition by (None: any size).
+        """
+        spec: dict[str, Any] = {
+            'target-world-wide-port-name': target_wwpn,
+            'logical-unit-number': lun,
+        }
+        if size is not None:
+            spec['size'] = size
+        if host_wwpns is not None:
+            spec['host-world-wide-port-names'] = list(host_wwpns)
+        if uuid is not None:
+            spec['uuid'] = uuid
+        entry = Lun.from_dict(spec)
+        with self.lock:
+            self._storage.fabric = self._storage.fabric.with_lun(entry)
+            return self._storage.fabric.to_dict()
+
     def set_outcome(self, partition_name: str, operation: str, outcome: str) -> None:
-        """How the next Start/Stop Partition jobs of this partition end (rules.OUTCOMES)."""
+        """How the next jobs of this partition (start, stop) or storage group (discover) end.
+
+        The outcomes are rules.OUTCOMES; the first of each is the default.
+        """
         if outcome not in rules.OUTCOMES.get(operation, ()):
             choices = {op: list(outs) for op, outs in rules.OUTCOMES.items()}
             raise ValueError(f'no outcome {outcome!r} for {operation!r} (known: {choices})')
@@ -183,10 +254,14 @@ class Simulator:
             self._hmc = self.definition.faked_hmc()
             self._jobs.clear()
             self._outcomes.clear()
+            self._storage.clear()
 
     def dump(self, *, jobs: bool = True) -> dict[str, Any]:
-        """The state as an HMC definition dict, plus ``jobs`` unless jobs=False.
+        """The state as an HMC definition dict, plus ``jobs`` and ``storage`` unless jobs=False.
 
+        Storage groups, their volumes and virtual storage resources are in the
+        console's ``storage_groups``; ``storage`` has what the HMC does not show:
+        the fabric, the LUN of each fulfilled volume, the running discoveries.
         ``FakedSession.from_hmc_dict`` loads the ``hmc_definition`` part (its schema
         allows no other top-level key: pass ``jobs=False`` to load it whole).
         """
@@ -197,6 +272,7 @@ class Simulator:
             )
             if jobs:
                 state['jobs'] = [job.dump() for job in self._jobs]
+                state['storage'] = self._storage.dump()
             return state
 
     def record_dropped(self, method: str, uri: str) -> None:
@@ -277,8 +353,30 @@ class Simulator:
             return self._update_nic if method == 'POST' else self._delete_nic
         if method == 'POST' and HBAS.fullmatch(path):
             return self._create_hba
+        if method == 'POST' and PARTITIONS.fullmatch(path):
+            return self._create_partition
+        storage_override = self._storage_override(method, path)
+        if storage_override is not None:
+            return storage_override
         if method == 'GET':
             return self._get_properties
+        return None
+
+    def _storage_override(self, method: str, path: str) -> Callable[..., Reply] | None:
+        if path.startswith(STORAGE_GROUPS):
+            storage.require_api(self.definition.api_version, rules.STORAGE_GROUPS_SINCE, path)
+        if method == 'POST' and path == STORAGE_GROUPS:
+            return self._create_storage_group
+        if SG_OP.fullmatch(path):
+            return self._storage_group_operation
+        if method == 'POST' and FULFILL_FCP.fullmatch(path):
+            return self._fulfill_fcp
+        if method == 'POST' and VSR.fullmatch(path):
+            return self._update_vsr
+        if method == 'POST' and ATTACHMENT.fullmatch(path):
+            return self._attachment
+        if method == 'POST' and VALIDATE_LUN_PATH.fullmatch(path):
+            return self._validate_lun_path
         return None
 
     # --- sessions ---------------------------------------------------------------------
@@ -334,24 +432,38 @@ class Simulator:
     def _finish_due_jobs(self) -> None:
         with self.lock:
             for job in self._jobs.due(time.monotonic()):
-                operations.finish_job(self._hmc, job)
+                if job.operation == 'discover':
+                    storage.finish_discovery(self._hmc, self._storage, job)
+                else:
+                    operations.finish_job(self._hmc, job)
 
     def _start_stop(self, method: str, uri: str, path: str, body: Any) -> Reply:
         partition_uri, _, operation = path.rpartition('/operations/')
         partition = operations.partition_of(self._hmc, partition_uri, method, uri)
         allowed = rules.START_FROM if operation == 'start' else rules.STOP_FROM
         prior = operations.require_status(partition, allowed)
-        outcome = self._outcomes.get((partition.name, operation), rules.OUTCOMES[operation][0])
+        outcome = rules.OUTCOMES[operation][0]
+        if operation == 'start':
+            volume = storage.boot_volume(self._hmc, partition)
+            if volume is not None:
+                outcome = storage.boot_outcome(self._hmc, self._storage, partition, volume)
+        outcome = self._outcomes.get((partition.name, operation), outcome)
         duration = (
             self._settings.start_seconds if operation == 'start' else self._settings.stop_seconds
         )
-        job = self._jobs.add(operation, partition.uri, outcome, prior, time.monotonic() + duration)
+        job = self._submit(operation, partition.uri, outcome, prior, duration)
         partition.properties['status'] = rules.TRANSITIONAL[operation]
+        self._run_job(job, duration)
+        return Reply(202, {'job-uri': job.uri}, {'Location': job.uri})
+
+    def _submit(self, operation: str, target: str, outcome: str, prior: str, duration: float):
+        return self._jobs.add(operation, target, outcome, prior, time.monotonic() + duration)
+
+    def _run_job(self, job: Any, duration: float) -> None:
         if duration <= 0:
             self._finish_due_jobs()
         else:
             self._clock.schedule(job.due)
-        return Reply(202, {'job-uri': job.uri}, {'Location': job.uri})
 
     # --- partitions, NICs, HBAs ---------------------------------------------------------
 
@@ -360,11 +472,35 @@ class Simulator:
         operations.refuse_read_only(body, rules.PARTITION_READ_ONLY)
         if partition.properties.get('status') in rules.UPDATE_NOT_IN:
             raise HmcError(409, rules.INVALID_STATE_REASON, rules.INVALID_STATE_MESSAGE)
+        storage.check_partition_boot(
+            self._hmc, self.definition.api_version, partition.manager.parent, partition, body
+        )
         return self._mock(method, uri, body)
+
+    def _create_partition(self, method: str, uri: str, path: str, body: Any) -> Reply:
+        """Create Partition with an object ID that is unique on the HMC.
+
+        zc's mock numbers new objects per manager from 1 (mock/_hmc.py
+        FakedBaseManager._new_oid counts per manager), so the first partition
+        created on each CPC is /api/partitions/1 and the second CPC's replaces the
+        first in the HMC's URI table. A real HMC's object IDs are UUIDs (the
+        definitions' and the samples in ans zhmc_partition.py).
+        """
+        cpc = self._lookup(path.removesuffix('/partitions'), uri)
+        storage.check_partition_boot(self._hmc, self.definition.api_version, cpc, None, body)
+        if isinstance(body, dict):
+            operations.refuse_read_only(body, rules.PARTITION_READ_ONLY)
+            body = {**body, 'object-id': str(uuid.uuid4())}
+        reply = self._mock(method, uri, body)
+        created = self._hmc.all_resources.get((reply.body or {}).get('object-uri', ''))
+        if created is not None:
+            storage.partition_features(cpc, created)
+        return reply
 
     def _delete_partition(self, method: str, uri: str, path: str, body: Any) -> Reply:
         partition = operations.partition_of(self._hmc, path, method, uri)
         operations.require_status(partition, rules.DELETE_FROM)
+        storage.refuse_delete_attached(partition)
         operations.delete_partition(self._hmc, partition)
         return Reply(204)
 
@@ -383,6 +519,71 @@ class Simulator:
         partition = self._lookup(path.removesuffix('/hbas'), uri)
         operations.refuse_hba_on_storage_management(partition)
         return self._mock(method, uri, body)
+
+    # --- storage groups (storage.py) ---------------------------------------------------
+
+    def _create_storage_group(self, method: str, uri: str, path: str, body: Any) -> Reply:
+        result = storage.create_group(self._hmc, self._storage, body, method, uri)
+        return Reply(201, result, {'Location': result['object-uri']})
+
+    def _storage_group_operation(self, method: str, uri: str, path: str, body: Any) -> Reply:
+        group_uri, operation = SG_OP.fullmatch(path).groups()  # type: ignore[union-attr]
+        group = self._lookup(group_uri, uri)
+        reads = ('get-connection-report', 'get-partitions')
+        if (method == 'GET') != (operation in reads):
+            raise HmcError(405, 1, f'Method {method} is not supported for {path}')
+        if operation == 'get-partitions':
+            query = dict(parse_qsl(uri.partition('?')[2], keep_blank_values=True))
+            return Reply(200, storage.attached_summary(self._hmc, group, query))
+        if operation == 'modify':
+            result = storage.modify_group(self._hmc, self._storage, group, body, method, uri)
+            return Reply(200, result)
+        if operation == 'delete':
+            storage.delete_group(self._hmc, self._storage, group, body, method, uri)
+            return Reply(204)
+        storage.require_api(self.definition.api_version, rules.FCP_DISCOVERY_SINCE, path)
+        if operation == 'get-connection-report':
+            storage.require_fcp(group, uri)
+            empty = {'fcp-storage-subsystems': []}
+            return Reply(200, self._storage.reports.get(group.uri, empty))
+        return self._start_discovery(group, body, uri)
+
+    def _start_discovery(self, group: Any, body: Any, uri: str) -> Reply:
+        if storage.check_discovery(self._hmc, self._storage, group, body, uri):
+            running = self._storage.discoveries.pop(group.uri)
+            message = 'FCP storage discovery ended by a forced restart'
+            running.complete(409, rules.BUSY_REASON, {'message': message})
+        outcome = self._outcomes.get((group.name, 'discover'), rules.OUTCOMES['discover'][0])
+        duration = self._settings.discover_seconds
+        job = self._submit('discover', group.uri, outcome, '', duration)
+        self._storage.discoveries[group.uri] = job
+        self._run_job(job, duration)
+        return Reply(202, {'job-uri': job.uri}, {'Location': job.uri})
+
+    def _fulfill_fcp(self, method: str, uri: str, path: str, body: Any) -> Reply:
+        volume = self._lookup(FULFILL_FCP.fullmatch(path).group(1), uri)  # type: ignore[union-attr]
+        storage.fulfill_fcp(self._hmc, self._storage, volume, body, method, uri)
+        return Reply(204)
+
+    def _update_vsr(self, method: str, uri: str, path: str, body: Any) -> Reply:
+        vsr = self._lookup(path, uri)
+        storage.update_vsr(self._hmc, self._storage, vsr, body, method, uri)
+        return Reply(204)
+
+    def _attachment(self, method: str, uri: str, path: str, body: Any) -> Reply:
+        partition_uri, verb = ATTACHMENT.fullmatch(path).groups()  # type: ignore[union-attr]
+        storage.require_api(self.definition.api_version, rules.STORAGE_GROUPS_SINCE, path)
+        partition = operations.partition_of(self._hmc, partition_uri, method, uri)
+        change = storage.attach if verb == 'attach' else storage.detach
+        change(self._hmc, self._storage, partition, body, method, uri)
+        return Reply(204)
+
+    def _validate_lun_path(self, method: str, uri: str, path: str, body: Any) -> Reply:
+        cpc_uri = VALIDATE_LUN_PATH.fullmatch(path).group(1)  # type: ignore[union-attr]
+        storage.require_api(self.definition.api_version, rules.STORAGE_GROUPS_SINCE, path)
+        cpc = storage.storage_cpc(self._lookup(cpc_uri, uri), method, uri)
+        storage.validate_lun_path(self._hmc, self._storage, cpc, body)
+        return Reply(204)
 
     def _lookup(self, resource_uri: str, uri: str) -> Any:
         try:
@@ -446,6 +647,8 @@ class Simulator:
         result = self._uris.post(self._hmc, uri, body, True, True)
         if result is None:
             return Reply(204)
+        if not isinstance(result, dict):  # e.g. a list from Submit Bulk Operations
+            return Reply(200, result)
         created = result.get('object-uri') or result.get('element-uri')
         if created and '/operations/' not in uri:
             return Reply(201, result, {'Location': created})

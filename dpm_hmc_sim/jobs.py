@@ -1,8 +1,8 @@
 """Asynchronous HMC jobs: their records, and a clock that ends them on time.
 
-A real HMC runs Start/Stop Partition as a job that ends whether or not anyone
-asks (zc mock/_urihandler.py runs them inside the request instead, and asserts
-``wait_for_completion``). A job here is a record with a due time; the
+A real HMC runs Start/Stop Partition and Start FCP Storage Discovery as jobs
+that end whether or not anyone asks (zc mock/_urihandler.py runs them inside the
+request instead, and asserts ``wait_for_completion``). A job here is a record with a due time; the
 :class:`JobClock` thread calls back when the earliest one is due, and the
 Simulator also ends due jobs before every request, so results never depend on
 the thread's timing.
@@ -27,10 +27,10 @@ class Job:
     """One job: what it does, when it ends, and how it ended."""
 
     job_id: str
-    operation: str  # 'start' or 'stop'
-    target_uri: str  # the partition
+    operation: str  # 'start', 'stop' or 'discover'
+    target_uri: str  # the partition, or the storage group of a discovery
     outcome: str  # what the job will do (rules.OUTCOMES)
-    prior_status: str  # the partition's status before the request
+    prior_status: str  # the partition's status before the request ('' for a discovery)
     due: float  # monotonic time the job ends
     status: str = 'running'
     status_code: int | None = None

@@ -93,6 +93,9 @@ QUERY_PARM_SINCE: dict[tuple[str, str], ApiVersion] = {
     # List Permitted Logical Partitions: "handled by the HMC starting with HMC API
     # version 4.10" (zc _console.py ~945).
     ('ConsoleListPermittedLparsHandler', ADDITIONAL_PROPERTIES): (4, 10),
+    # List Storage Volumes of a Storage Group: "requires HMC 2.17.0 or higher" (zc
+    # _storage_volume.py StorageVolumeManager.list): newer than every profile here.
+    ('StorageVolumesHandler', ADDITIONAL_PROPERTIES): (5, 0),
     # List SSO Server Definitions: "requires HMC 2.17.0 or higher" (zc
     # _sso_server_definition.py ~143): newer than every profile here.
     ('SSOServerDefinitionsHandler', ADDITIONAL_PROPERTIES): (5, 0),
