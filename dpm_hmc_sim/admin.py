@@ -25,8 +25,21 @@ def _configure(sim: Simulator, body: dict[str, Any]) -> Any:
 
 
 def _set_outcome(sim: Simulator, body: dict[str, Any]) -> Any:
-    sim.set_outcome(str(body['partition']), str(body['operation']), str(body['outcome']))
+    # 'partition', or 'name' (a partition or, for 'discover', a storage group).
+    name = body['name'] if 'name' in body else body['partition']
+    sim.set_outcome(str(name), str(body['operation']), str(body['outcome']))
     return None
+
+
+def _expose_lun(sim: Simulator, body: dict[str, Any]) -> Any:
+    # One LUN in fabric.py's dict form.
+    return sim.expose_lun(
+        body['target-world-wide-port-name'],
+        body['logical-unit-number'],
+        size=body.get('size'),
+        host_wwpns=body.get('host-world-wide-port-names'),
+        uuid=body.get('uuid'),
+    )
 
 
 def _reset(sim: Simulator, body: dict[str, Any]) -> Any:
@@ -45,6 +58,9 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ('POST', 'config'): _configure,
     ('POST', 'reset'): _reset,
     ('POST', 'outcome'): _set_outcome,
+    ('GET', 'fabric'): lambda sim, body: sim.fabric,
+    ('POST', 'fabric'): lambda sim, body: sim.set_fabric(body),
+    ('POST', 'fabric/luns'): _expose_lun,
     ('GET', 'sessions'): lambda sim, body: sim.session_counts(),
     ('POST', 'sessions/expire'): lambda sim, body: {'expired': sim.expire_sessions()},
     ('GET', 'requests'): lambda sim, body: [dataclasses.asdict(r) for r in sim.requests()],

@@ -195,6 +195,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument('--start-seconds', type=float, default=1.0, help='Start Partition job')
     parser.add_argument('--stop-seconds', type=float, default=1.0, help='Stop Partition job')
+    parser.add_argument(
+        '--discover-seconds',
+        type=float,
+        default=1.0,
+        help='Start FCP Storage Discovery job',
+    )
     parser.add_argument('--latency', type=float, default=0.0, help='seconds added per request')
     parser.add_argument(
         '--session-timeout', type=float, default=0.0, help='idle seconds to expiry; 0: never'
@@ -222,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             password=password,
             start_seconds=args.start_seconds,
             stop_seconds=args.stop_seconds,
+            discover_seconds=args.discover_seconds,
             latency=args.latency,
             session_timeout=args.session_timeout,
         )

@@ -27,7 +27,9 @@ from dpm_hmc_sim.server import HmcServer
 HOST = '127.0.0.1'
 READY = re.compile(r'dpm-hmc-sim: serving HMC (\S+) \(API (\S+)\) on \[?([^\]]+)\]?:(\d+)')
 # Settings the command takes as options; the others are set through /_sim/config.
-COMMAND_OPTIONS = ('start_seconds', 'stop_seconds', 'latency', 'session_timeout')
+COMMAND_OPTIONS = (
+    'start_seconds', 'stop_seconds', 'discover_seconds', 'latency', 'session_timeout',
+)  # fmt: skip
 
 
 class _Endpoint:
@@ -191,6 +193,17 @@ class SimulatorProcess(_Endpoint):
     def set_outcome(self, partition_name: str, operation: str, outcome: str) -> None:
         body = {'partition': partition_name, 'operation': operation, 'outcome': outcome}
         self._admin('POST', 'outcome', body)
+
+    def fabric(self) -> dict[str, Any]:
+        return self._admin('GET', 'fabric')
+
+    def set_fabric(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Replace the simulated SAN (dpm_hmc_sim.fabric)."""
+        return self._admin('POST', 'fabric', spec)
+
+    def expose_lun(self, lun: dict[str, Any]) -> dict[str, Any]:
+        """Add one LUN to the simulated SAN (fabric.py's dict form of a LUN)."""
+        return self._admin('POST', 'fabric/luns', lun)
 
     def expire_sessions(self) -> int:
         return self._admin('POST', 'sessions/expire')['expired']
