@@ -22,12 +22,16 @@ def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def serve(cert_dir: Path) -> Iterator[Callable[..., ServedSimulator]]:
-    """Start simulators (definition, **settings); all are stopped after the test."""
+    """Start simulators (definition, **settings); all are stopped after the test.
+
+    Start/Stop Partition and FCP discovery jobs take 0.2 s unless set.
+    """
     running: list[ServedSimulator] = []
 
     def start(definition: str = '2.15.0', **settings: object) -> ServedSimulator:
         settings.setdefault('start_seconds', 0.2)
         settings.setdefault('stop_seconds', 0.2)
+        settings.setdefault('discover_seconds', 0.2)
         hmc = served(definition, userid=USERID, password=PASSWORD, cert_dir=cert_dir, **settings)
         running.append(hmc)
         return hmc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import zhmcclient
 
 from dpm_hmc_sim.testing import ServedSimulator
@@ -23,6 +25,16 @@ FAST = zhmcclient.RetryTimeoutConfig(
     operation_timeout=10,
     status_timeout=10,
 )
+
+
+def wait_complete(job: zhmcclient.Job, timeout: float = 5.0) -> tuple[str, dict | None]:
+    """Poll a job every 50 ms (zhmcclient's own wait sleeps 10 s between polls)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state, result = job.check_for_completion()
+        if state == 'complete' or time.monotonic() > deadline:
+            return state, result
+        time.sleep(0.05)
 
 
 def connect(hmc: ServedSimulator) -> zhmcclient.Client:

@@ -11,20 +11,12 @@ from sim.simtest import STOPPED_PARTITION
 from sim.simtest import connect
 from sim.simtest import partition
 from sim.simtest import rejected
+from sim.simtest import wait_complete
 
 
 def status(part: zhmcclient.Partition) -> str:
     part.pull_full_properties()  # one GET: properties= is 400,1 on HMC 2.15
     return part.properties['status']
-
-
-def wait_complete(job: zhmcclient.Job, timeout: float = 5.0) -> tuple[str, dict | None]:
-    deadline = time.monotonic() + timeout
-    while True:
-        state, result = job.check_for_completion()
-        if state == 'complete' or time.monotonic() > deadline:
-            return state, result
-        time.sleep(0.05)
 
 
 def test_start_is_a_job_that_ends_active_after_start_seconds(hmc):
