@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import zhmcclient
 
@@ -13,18 +14,30 @@ from dpm_backend.jobs import JobWaiter
 
 
 class Deadline:
-    """The time left for an operation; HMC waits never outlast the caller."""
+    """The time left for an operation, and whether its caller still waits for it.
 
-    def __init__(self, seconds: float) -> None:
+    HMC waits never outlast the caller; an irreversible step (create a
+    partition, start it) begins only while the caller is there and with the
+    time to finish it, so that a caller told DEADLINE_EXCEEDED is not left
+    with a partition that came up after all.
+    """
+
+    def __init__(self, seconds: float, active: Callable[[], bool] = lambda: True) -> None:
         self.end = time.monotonic() + seconds
+        self._active = active
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
 
-    def check(self, action: str) -> None:
-        """DEADLINE_EXCEEDED if no time is left for ``action``."""
-        if self.remaining() <= 0:
+    def check(self, action: str, needs: float = 0.0) -> None:
+        """Raise unless the caller still waits and ``needs`` seconds are left for ``action``."""
+        if not self._active():
+            raise errors.call_cancelled(action)
+        remaining = self.remaining()
+        if remaining <= 0:
             raise errors.hmc_timeout(action)
+        if remaining <= needs:
+            raise errors.no_time_for(action, remaining, needs)
 
 
 @dataclasses.dataclass(frozen=True)

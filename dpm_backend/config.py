@@ -264,7 +264,8 @@ backend_opts = [
         default=30,
         min=0,
         max=3600,
-        help='Seconds that calls in flight may finish after SIGTERM.',
+        help='Seconds that calls in flight may finish after SIGTERM; past them the backend '
+        'makes no HMC request but logoffs, and exits.',
     ),
 ]
 

@@ -201,6 +201,30 @@ def hmc_timeout(action: str) -> DPMError:
     )
 
 
+def no_time_for(action: str, remaining: float, needs: float) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        pb.ERROR_REASON_HMC_TIMEOUT,
+        f'{action}: not begun with {max(remaining, 0):.1f} s of the deadline left; '
+        f'it takes about {needs:.1f} s',
+    )
+
+
+def call_cancelled(action: str) -> DPMError:
+    """The caller went away (cancelled, or its deadline passed on the way)."""
+    return DPMError(
+        grpc.StatusCode.CANCELLED, pb.ERROR_REASON_UNSPECIFIED, f'{action}: the call was cancelled'
+    )
+
+
+def backend_stopping(action: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.UNAVAILABLE,
+        pb.ERROR_REASON_HMC_UNAVAILABLE,
+        f'{action}: the backend is stopping; no further HMC request is made',
+    )
+
+
 def instance_busy(host: str, instance_uuid: str) -> DPMError:
     return DPMError(
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -238,46 +262,54 @@ def internal(action: str) -> DPMError:
     )
 
 
+class BackendStopping(zhmcclient.Error):
+    """An HMC request refused before it was sent: the backend is stopping."""
+
+
 def from_hmc(exc: zhmcclient.Error, action: str) -> DPMError:
     """Translate a zhmcclient exception raised while doing ``action``."""
+    if isinstance(exc, BackendStopping):
+        return backend_stopping(action)
     if isinstance(exc, zhmcclient.HTTPError):
-        meta = {'http_status': exc.http_status, 'hmc_reason': exc.reason}
-        text = f'{action}: HMC {exc.http_status},{exc.reason}: {exc.message}'
-        if is_session_gone(exc):
-            return DPMError(
-                grpc.StatusCode.UNAVAILABLE,
-                pb.ERROR_REASON_HMC_UNAVAILABLE,
-                f'{action}: the HMC session expired; the next call logs on again',
-                **meta,
-            )
-        if exc.http_status == 404:
-            return DPMError(
-                grpc.StatusCode.NOT_FOUND, pb.ERROR_REASON_HMC_OBJECT_NOT_FOUND, text, **meta
-            )
-        if exc.http_status == 409 and exc.reason == HMC_REASON_INVALID_STATE:
-            return DPMError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                pb.ERROR_REASON_INVALID_PARTITION_STATE,
-                text,
-                **meta,
-            )
-        if exc.http_status == 409:
-            return DPMError(grpc.StatusCode.ABORTED, pb.ERROR_REASON_HMC_ERROR, text, **meta)
-        if exc.http_status == 400:
-            return DPMError(
-                grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_HMC_ERROR, text, **meta
-            )
-        if exc.http_status >= 500:
-            return DPMError(
-                grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_HMC_UNAVAILABLE, text, **meta
-            )
-        return DPMError(
-            grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_HMC_ERROR, text, **meta
-        )
+        return _from_http(exc, action)
     if isinstance(
         exc, (zhmcclient.ReadTimeout, zhmcclient.OperationTimeout, zhmcclient.StatusTimeout)
     ):
         return hmc_timeout(action)
+    return _from_other(exc, action)
+
+
+def _from_http(exc: zhmcclient.HTTPError, action: str) -> DPMError:
+    meta = {'http_status': exc.http_status, 'hmc_reason': exc.reason}
+    text = f'{action}: HMC {exc.http_status},{exc.reason}: {exc.message}'
+    if is_session_gone(exc):
+        return DPMError(
+            grpc.StatusCode.UNAVAILABLE,
+            pb.ERROR_REASON_HMC_UNAVAILABLE,
+            f'{action}: the HMC session expired; the next call logs on again',
+            **meta,
+        )
+    if exc.http_status == 404:
+        return DPMError(
+            grpc.StatusCode.NOT_FOUND, pb.ERROR_REASON_HMC_OBJECT_NOT_FOUND, text, **meta
+        )
+    if exc.http_status == 409 and exc.reason == HMC_REASON_INVALID_STATE:
+        return DPMError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            pb.ERROR_REASON_INVALID_PARTITION_STATE,
+            text,
+            **meta,
+        )
+    if exc.http_status == 409:
+        return DPMError(grpc.StatusCode.ABORTED, pb.ERROR_REASON_HMC_ERROR, text, **meta)
+    if exc.http_status == 400:
+        return DPMError(grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_HMC_ERROR, text, **meta)
+    if exc.http_status >= 500:
+        return DPMError(grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_HMC_UNAVAILABLE, text, **meta)
+    return DPMError(grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_HMC_ERROR, text, **meta)
+
+
+def _from_other(exc: zhmcclient.Error, action: str) -> DPMError:
     if isinstance(exc, zhmcclient.AuthError):
         return DPMError(
             grpc.StatusCode.UNAVAILABLE,

@@ -132,6 +132,11 @@ def retry_timeout_config(config: HmcConfig) -> zhmcclient.RetryTimeoutConfig:
     )
 
 
+# zhmcclient's Session.logoff (``DELETE /api/sessions/this-session``), the one
+# request a stopping backend still makes.
+LOGOFF_URI = '/api/sessions/this-session'
+
+
 class SessionPool:
     """A bounded pool of logged-on zhmcclient Clients."""
 
@@ -143,6 +148,9 @@ class SessionPool:
         if config.log_requests:
             self.interceptors.append(log_request)
         self.interceptors.append(self.reachability.interceptor)
+        # Outermost of all: once halted, nothing but logoffs reaches the HMC.
+        self.interceptors.insert(0, self._unless_halted)
+        self._halted = False
         self._dialect: Dialect | None = None
         self._dialect_lock = threading.Lock()
         self.reachability.add_listener(self._forget_dialect_when_down)
@@ -196,7 +204,19 @@ class SessionPool:
                 self._dialect = dialect
         return dialect
 
+    def _unless_halted(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
+        if self._halted and not (method == 'DELETE' and uri == LOGOFF_URI):
+            raise errors.BackendStopping(f'{method} {uri} not sent: the backend is stopping')
+        return proceed()
+
+    def halt(self) -> None:
+        """Refuse every HMC request but logoffs from now on (operations still running end)."""
+        self._halted = True
+
     def _take(self, timeout: float) -> zhmcclient.Client:
+        with self._lock:
+            if self._closed:
+                raise PoolExhausted('the session pool is closed')
         try:
             return self._idle.get_nowait()
         except queue.Empty:
@@ -234,10 +254,11 @@ class SessionPool:
             keep = not errors.is_session_gone(exc)
             raise
         finally:
-            if keep:
-                self._idle.put(client)
-            else:
+            if not keep:
                 self._discard(client)
+            elif not self._give_back(client):
+                # Returned after close(): log it off here, nobody else will.
+                self._log_off(client)
 
     def _discard(self, client: zhmcclient.Client) -> None:
         """Forget a client whose HMC session is gone; the next checkout logs on anew."""
@@ -258,19 +279,33 @@ class SessionPool:
             return False
         return True
 
+    def _give_back(self, client: zhmcclient.Client) -> bool:
+        """Put a client back for the next checkout; False once the pool is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._idle.put(client)
+            return True
+
+    @staticmethod
+    def _log_off(client: zhmcclient.Client) -> bool:
+        session = client.session
+        if session.session_id is None:
+            return False
+        try:
+            session.logoff()
+        except zhmcclient.Error as exc:
+            LOG.warning('Logoff from the HMC failed: %s', type(exc).__name__)
+            return False
+        return True
+
     def close(self) -> int:
-        """Log off every session; return how many were logged off."""
+        """Refuse checkouts, log off every session; return how many were logged off.
+
+        Called once operations have ended (or were halted); a session still
+        checked out is logged off too, and is not given back.
+        """
         with self._lock:
             self._closed = True
             clients = list(self._all)
-        logged_off = 0
-        for client in clients:
-            session = client.session
-            if session.session_id is None:
-                continue
-            try:
-                session.logoff()
-                logged_off += 1
-            except zhmcclient.Error as exc:
-                LOG.warning('Logoff from the HMC failed: %s', type(exc).__name__)
-        return logged_off
+        return sum(self._log_off(client) for client in clients)

@@ -44,6 +44,8 @@ DEVICE_LIST_PROPERTIES = ('hba-uris', 'nic-uris')
 # starts at this one.
 FIRST_NIC_DEVICE_NUMBER = 0x1000
 QETH_DEVICE_NUMBERS = 3
+# Seconds of the deadline a new partition needs: its create and vHBAs, or their undo.
+CREATE_RESERVE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +205,8 @@ def _ensure_partition(
             return partition, False
         used = usage_of(host.sizes.of(call, p) for p in owned.values())
         host.check_capacity(used, flavor.vcpus, flavor.memory_mb)
-        call.deadline.check('create partition')
+        # With the time to create it and, should the call fail, delete it.
+        call.deadline.check('create partition', needs=CREATE_RESERVE)
         properties = _partition_properties(host, instance_uuid, flavor)
         partition = host.cpc(call.client).partitions.create(properties)
     host.sizes.record(partition.uri, flavor.vcpus, flavor.memory_mb)

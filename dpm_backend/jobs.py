@@ -58,15 +58,25 @@ class JobWaiter:
         interval: float,
         max_interval: float,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.interval = interval
         self.max_interval = max(max_interval, interval)
-        # The clock and sleep of every wait (tests replace them).
+        self._halted = threading.Event()
+        # The clock and sleep of every wait (tests replace them); halt() ends
+        # every sleep at once.
         self.now = clock
-        self.sleep = sleep
+        self.sleep = sleep or self._halted.wait
         self._lock = threading.Lock()
         self._durations: dict[str, collections.deque[float]] = {}
+
+    def halt(self) -> None:
+        """End every pause now and skip those to come: the backend is stopping.
+
+        The check that follows a pause is refused below the session
+        (``SessionPool.halt``), so every wait ends at once.
+        """
+        self._halted.set()
 
     def expected(self, kind: str) -> float | None:
         """Seconds a job of this kind usually takes here, or None if none was seen."""

@@ -64,6 +64,11 @@ def _run(call: Call, partition: zhmcclient.Partition, operation: str, until: flo
     action = f'{operation} partition {partition.name}'
     if call.jobs.now() >= until:
         raise errors.hmc_timeout(action)
+    # A start is not undone once begun: begin it only while the caller waits
+    # and has the time this HMC's starts take (caller told DEADLINE_EXCEEDED,
+    # partition up after all, is what this prevents).
+    needs = (call.jobs.expected(operation) or 0.0) if operation == 'start' else 0.0
+    call.deadline.check(action, needs)
     job = getattr(partition, operation)(wait_for_completion=False)
     try:
         call.jobs.wait(job, operation, until)

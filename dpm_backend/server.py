@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -55,6 +56,9 @@ RESERVED_THREADS = 4
 # reserved threads answer in well under a millisecond each) never makes gRPC
 # refuse a health check.
 ADMITTED_PER_THREAD = 64
+# Seconds stop() waits, past the grace period, for halted operations to end (an
+# HMC request already sent runs to its reply) and for the probe thread.
+HALT_WAIT = 5.0
 
 
 def sd_notify(state: str) -> None:
@@ -163,15 +167,11 @@ class Backend:
                 other,
             )
 
-    def _bind(self, server: grpc.Server) -> str:
+    def _bind(self, server: grpc.Server, gid: int) -> str:
         listen = self.config.listen
         if listen.unix_path:
-            path = listen.unix_path
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(os.lstat(path).st_mode):
-                    os.unlink(path)  # left over by a killed predecessor
-            server.add_insecure_port(f'unix:{path}')
-            return f'unix:{path}'
+            self._bind_unix(server, listen.unix_path, gid)
+            return f'unix:{listen.unix_path}'
         if listen.tls_cert_file:
             with (
                 open(listen.tls_key_file, 'rb') as key,
@@ -201,13 +201,29 @@ class Backend:
                 f'[backend] socket_group: no such group: {group}'
             ) from None
 
-    def _secure_socket(self, gid: int) -> None:
-        listen = self.config.listen
-        if not listen.unix_path:
-            return
-        os.chmod(listen.unix_path, listen.socket_mode)
-        if gid != -1:
-            os.chown(listen.unix_path, -1, gid)
+    def _bind_unix(self, server: grpc.Server, path: str, gid: int) -> None:
+        """Bind the socket where only this process reaches it, then move it into place.
+
+        gRPC creates the socket file with the process umask; it gets its mode
+        and group in a private directory (0700) and appears at ``path`` only
+        then, so it never exists there with a wider mode, without touching the
+        process-wide umask (other threads create files meanwhile).
+        """
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # left over by a killed predecessor
+        private = tempfile.mkdtemp(prefix='.dpm-backend-', dir=os.path.dirname(path) or '.')
+        try:
+            staged = os.path.join(private, 'socket')
+            server.add_insecure_port(f'unix:{staged}')
+            os.chmod(staged, self.config.listen.socket_mode)
+            if gid != -1:
+                os.chown(staged, -1, gid)
+            os.rename(staged, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(private, 'socket'))
+            os.rmdir(private)
 
     def start(self) -> None:
         gid = self._socket_gid()
@@ -226,14 +242,8 @@ class Backend:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        # The socket file must never exist with a wider mode than configured.
-        old_umask = os.umask(0o777 & ~self.config.listen.socket_mode)
-        try:
-            self.address = self._bind(server)
-            server.start()
-        finally:
-            os.umask(old_umask)
-        self._secure_socket(gid)
+        self.address = self._bind(server, gid)
+        server.start()
         self._server = server
         self.warn_about_host_names()
         self._update_health()
@@ -259,7 +269,15 @@ class Backend:
             self._stopped.wait(self.config.hmc.probe_interval)
 
     def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, let calls finish within the grace, log off sessions."""
+        """Drain, then halt: no HMC request after the grace period but logoffs.
+
+        New calls are refused at once (gRPC stops accepting RPCs, health
+        checks included); calls in flight get ``grace`` seconds. Past it, they
+        are cancelled, every HMC request but a logoff is refused below the
+        session and every job wait ends, so each operation unwinds at its next
+        step (leaving what a retry converges from; rollbacks need the HMC and
+        are refused too). Then every HMC session is logged off.
+        """
         if self._server is None:
             return
         self._draining = True
@@ -268,6 +286,15 @@ class Backend:
         grace = self.config.grace_period if grace is None else grace
         self._server.stop(grace).wait()
         self._server = None
+        self.pool.halt()
+        self.jobs.halt()
+        if not self.servicer.slots.wait_idle(HALT_WAIT):
+            LOG.warning(
+                '%d operations still wait for an HMC reply after the grace period',
+                self.servicer.slots.in_use(),
+            )
+        if self._monitor is not None:
+            self._monitor.join(HALT_WAIT)
         logged_off = self.pool.close()
         if self.config.listen.unix_path:
             with contextlib.suppress(FileNotFoundError):

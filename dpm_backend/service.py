@@ -56,6 +56,36 @@ def _info(info: instance.Info) -> pb.InstanceInfo:
     )
 
 
+class OperationSlots:
+    """At most ``limit`` operations at once (the rest are shed); stop waits for them to end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._busy = 0
+        self._changed = threading.Condition()
+
+    def take(self) -> bool:
+        with self._changed:
+            if self._busy >= self.limit:
+                return False
+            self._busy += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._changed:
+            self._busy -= 1
+            self._changed.notify_all()
+
+    def in_use(self) -> int:
+        with self._changed:
+            return self._busy
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether every operation ended within ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._busy == 0, timeout)
+
+
 class DPMHostServicer(pb_grpc.DPMHostServicer):
     """DPMHost for the hosts of one backend."""
 
@@ -71,8 +101,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         self._hosts = hosts
         self._pool = pool
         self._jobs = jobs
-        self._slots = threading.BoundedSemaphore(max_concurrent_operations)
-        self._max_concurrent = max_concurrent_operations
+        self.slots = OperationSlots(max_concurrent_operations)
         self._default_deadline = default_deadline
         self._instance_locks = instance.InstanceLocks()
         # Partition snapshots per CPC, for the reads Nova repeats on a schedule.
@@ -99,7 +128,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         remaining = context.time_remaining()
         if remaining is None or remaining > self._default_deadline:
             remaining = self._default_deadline
-        return Deadline(remaining)
+        return Deadline(remaining, context.is_active)
 
     def _call(
         self,
@@ -125,8 +154,8 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             if reply is not None:
                 return reply
             deadline = self._deadline(context)
-            if not self._slots.acquire(blocking=False):
-                raise errors.backend_busy(self._max_concurrent)
+            if not self.slots.take():
+                raise errors.backend_busy(self.slots.limit)
             try:
                 if instance_uuid is None:
                     return self._with_hmc(host, deadline, operation)
@@ -139,7 +168,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
                     finally:
                         self.snapshots.mark(host.config.cpc_object_id, host.name, instance_uuid)
             finally:
-                self._slots.release()
+                self.slots.give_back()
         except zhmcclient.Error as exc:
             error = errors.from_hmc(exc, action)
         except PoolExhausted as exc:

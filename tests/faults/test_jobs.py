@@ -219,3 +219,44 @@ def test_a_backend_killed_while_its_start_job_runs_is_restarted_and_the_retry_co
         second.send_signal(signal.SIGTERM)
         output, _ = second.communicate(timeout=30)
     assert second.returncode == 0, output
+
+
+def _start_posts(records, partition) -> list:
+    start = f'{partition.uri}/operations/start'
+    return [r for r in records if r.method == 'POST' and r.uri == start]
+
+
+def test_a_start_is_not_begun_without_the_time_this_hmcs_starts_take(running):
+    running.sim.configure(start_seconds=1.5)
+    first = new_uuid()
+    running.stub.Spawn(_spawn_request(first, _prepare(running.stub, first).wwpns), timeout=T)
+    # The backend has learnt that a start takes about 1.5 s here.
+    instance_uuid = new_uuid()
+    name = naming.partition_name(HOST, instance_uuid)
+    wwpns = _prepare(running.stub, instance_uuid).wwpns
+    (partition,) = find_partitions(running.hmc, name)
+    with pytest.raises(grpc.RpcError) as caught:
+        running.stub.Spawn(_spawn_request(instance_uuid, wwpns), timeout=1.0)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # Not begun: the partition is stopped, without the spawn's NICs, and stays so.
+    wait_for(lambda: partition.nics.list() == [], timeout=T)
+    assert _start_posts(running.sim.requests(), partition) == []
+    assert partition.properties['status'] == 'stopped'
+    running.stub.Spawn(_spawn_request(instance_uuid, wwpns), timeout=T)
+    assert partition.properties['status'] == 'active'
+
+
+def test_a_cancelled_spawn_does_not_start_the_partition(running):
+    instance_uuid = new_uuid()
+    name = naming.partition_name(HOST, instance_uuid)
+    wwpns = _prepare(running.stub, instance_uuid).wwpns
+    (partition,) = find_partitions(running.hmc, name)
+    running.sim.configure(latency=0.3)  # each HMC request of the spawn takes 0.3 s
+    running.sim.clear_requests()
+    pending = running.stub.Spawn.future(_spawn_request(instance_uuid, wwpns), timeout=T)
+    wait_for(lambda: running.sim.requests(), timeout=T)  # the spawn is under way
+    assert pending.cancel()
+    # The spawn ends without starting the partition and takes its NICs away.
+    wait_for(lambda: running.backend.servicer.slots.in_use() == 0, timeout=T)
+    assert _start_posts(running.sim.requests(), partition) == []
+    assert partition.properties['status'] == 'stopped' and partition.nics.list() == []

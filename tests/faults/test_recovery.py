@@ -113,7 +113,7 @@ class Process:
 
     def idle(self) -> bool:
         servicer = self.backend.servicer
-        return servicer._slots._value == servicer._max_concurrent
+        return servicer.slots.in_use() == 0
 
     def end(self) -> None:
         # Let handlers still busy with the HMC (past their caller's deadline) end.
@@ -352,7 +352,7 @@ def test_a_slow_hmc_job_ends_at_the_callers_deadline_and_a_retry_converges(
         assert time.monotonic() - started < 2.5
         # The backend gave up too: its slot and the instance are free again
         # before the job ends.
-        wait_for(lambda: servicer._slots._value == servicer._max_concurrent, timeout=2)
+        wait_for(lambda: servicer.slots.in_use() == 0, timeout=2)
         assert len(servicer._instance_locks) == 0
         assert time.monotonic() - started < 3.5
         # Once the job is done, a retry converges on the fault-free result.
@@ -399,7 +399,7 @@ def test_a_call_queued_behind_a_slow_one_for_the_same_instance_ends_at_its_deadl
             process.stub.PowerOff(pb.PowerOffRequest(host=HOST, instance_uuid=UUID), timeout=1)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         # The queued call left the backend at its deadline, not after the slow one.
-        wait_for(lambda: servicer._slots._value == servicer._max_concurrent - 1, timeout=1)
+        wait_for(lambda: servicer.slots.in_use() == 1, timeout=1)
         assert time.monotonic() - started < 2
         with pytest.raises(grpc.RpcError):
             first.result()
