@@ -1,4 +1,9 @@
-"""`make bench`: run the scenarios, print the table, write bench/results.json."""
+"""`make bench`: run the scenarios on each HMC simulator profile, print the tables, write JSON.
+
+Everything runs on loopback: dpm-hmc-sim (HTTPS), the backend (a unix
+socket), Nova drivers in this process. Every server and process started is
+stopped before the run ends.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ RESULTS = pathlib.Path(__file__).with_name('results.json')
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m bench', description=__doc__)
     parser.add_argument(
-        '--quick', action='store_true', help='counts only, no latency (what make test runs)'
+        '--quick',
+        action='store_true',
+        help='HMC request counts only, no timing scenarios (what make test runs)',
     )
     parser.add_argument('--output', type=pathlib.Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -1,11 +1,13 @@
-"""The measuring layer at zhmcclient's session boundary.
+"""Counting HMC requests: by kind and URI class, at the HMC and at the session seam.
 
-``Meter`` is a ``SessionPool`` interceptor: every HMC request of the backend
-(GET, POST, DELETE, logon, job and status polling) passes through it. It
-counts requests by method and URI class and can add a fixed latency to each
-one, plus an extra delay to job-based operations (partition start and stop).
-It sits outside the mock's lock, so delayed requests overlap as they would on
-a real HMC; it works unchanged in front of a real HMC.
+The bench counts what reached the HMC: the simulator records every request
+with its status (``RequestRecord``), including what zhmcclient does on its
+own below the backend (logons, a retried GET, a re-logon after an expired
+session). ``Meter`` counts the same requests one level up, at the backend's
+session seam (a ``SessionPool`` interceptor; it works unchanged in front of a
+real HMC, where no simulator records anything). The bench compares the two
+for every measured operation: a difference means a request the backend did
+not ask for reached the HMC (or the other way round).
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from __future__ import annotations
 import collections
 import re
 import threading
-import time
 from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 _ID = re.compile(r'^[0-9a-fA-F][0-9a-fA-F-]{7,}$|^\d+$')
-_JOB_OPERATIONS = re.compile(r'^/api/partitions/[^/]+/operations/(start|stop)$')
 
-# Request classes that are not work of an operation.
-POLLING = 'polling'
-SESSION = 'session'
+# Request classes that are not work an operation asked for.
+POLLING = 'polling'  # job status checks and the deletion of the ended job
+SESSION = 'session'  # logon, logoff, API version
+WORK = 'work'
 
 
 def uri_class(method: str, uri: str) -> str:
@@ -38,31 +40,24 @@ def kind_of(method: str, uri: str) -> str:
     path, _, query = uri.partition('?')
     if path.startswith('/api/jobs/'):
         return POLLING
-    # After a job, zhmcclient waits for the partition status (wait_for_status).
+    # zhmcclient's own wait after a job reads the partition status (wait_for_status).
     if method == 'GET' and path.startswith('/api/partitions/') and query == 'properties=status':
         return POLLING
     if path.startswith('/api/sessions') or path == '/api/version':
         return SESSION
-    return 'work'
+    return WORK
 
 
 class Meter:
-    """Counts HMC requests; optionally delays each one."""
+    """Counts the HMC requests passing the backend's session seam."""
 
-    def __init__(self, latency: float = 0.0, job_delay: float = 0.0) -> None:
-        self.latency = latency
-        self.job_delay = job_delay
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: list[tuple[str, str]] = []
 
     def __call__(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
         with self._lock:
             self._requests.append((method, uri))
-        delay = self.latency
-        if method == 'POST' and _JOB_OPERATIONS.match(uri.partition('?')[0]):
-            delay += self.job_delay
-        if delay:
-            time.sleep(delay)
         return proceed()
 
     def reset(self) -> None:
@@ -83,14 +78,23 @@ class Meter:
 class Counts:
     """Requests of one measured span, by kind and URI class."""
 
-    def __init__(self, requests: list[tuple[str, str]]) -> None:
+    def __init__(self, requests: Iterable[tuple[str, str]], rejected: int = 0) -> None:
+        requests = list(requests)
         self.by_class = collections.Counter(uri_class(m, u) for m, u in requests)
         self.by_kind = collections.Counter(kind_of(m, u) for m, u in requests)
+        self.rejected = rejected
+
+    @classmethod
+    def of_records(cls, records) -> Counts:
+        """Counts of simulator RequestRecords; status >= 400 (or 0, dropped) is rejected."""
+        records = list(records)
+        refused = sum(1 for r in records if r.status >= 400 or r.status == 0)
+        return cls(((r.method, r.uri) for r in records), refused)
 
     @property
     def work(self) -> int:
         """Requests besides polling and session handling."""
-        return self.by_kind['work']
+        return self.by_kind[WORK]
 
     @property
     def polling(self) -> int:
@@ -105,5 +109,6 @@ class Counts:
             'work': self.work,
             'polling': self.polling,
             'session': self.by_kind[SESSION],
+            'rejected': self.rejected,
             'by_class': dict(sorted(self.by_class.items())),
         }

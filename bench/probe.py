@@ -3,7 +3,8 @@
 ``python -m bench.probe ADDRESS HOST INSTANCE_UUID OUTPUT``: calls get_info
 through the driver and the standard health check, each every 20 ms in its
 own thread, until stdin closes; then writes ``[kind, started, seconds]`` rows
-(``time.monotonic``, comparable with the parent's clock) to OUTPUT as JSON.
+(``time.monotonic``, comparable with the parent's clock) and ``[kind, started,
+error]`` rows of the calls that failed to OUTPUT as JSON.
 It runs apart from the process that drives the storm, as a monitoring client
 or another nova-compute would.
 """
@@ -33,13 +34,18 @@ def main(argv: list[str]) -> int:
     health = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest(service='')
     rows: list[tuple[str, float, float]] = []
+    errors: list[tuple[str, float, str]] = []
     halt = threading.Event()
 
     def loop(kind: str, call) -> None:
         while not halt.is_set():
             started = time.monotonic()
-            call()
-            rows.append((kind, started, time.monotonic() - started))
+            try:
+                call()
+            except Exception as exc:  # a failed read is a result: record it, go on
+                errors.append((kind, started, f'{type(exc).__name__}: {exc}'))
+            else:
+                rows.append((kind, started, time.monotonic() - started))
             halt.wait(INTERVAL)
 
     threads = [
@@ -56,7 +62,7 @@ def main(argv: list[str]) -> int:
     driver.cleanup_host(host)
     channel.close()
     with open(output, 'w', encoding='utf-8') as stream:
-        json.dump(rows, stream)
+        json.dump({'rows': rows, 'errors': errors}, stream)
     return 0
 
 

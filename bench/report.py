@@ -1,65 +1,248 @@
-"""The printed (markdown) table of a bench run."""
+"""The printed (markdown) tables of a bench run."""
 
 from __future__ import annotations
 
+from bench import keys
 from bench.scenarios import OPERATIONS
 
 
-def table(results: dict) -> str:
-    lines = ['## HMC requests per operation (besides polling; polling in parentheses)', '']
-    per_op = results['requests_per_operation']
-    keys = list(per_op)
-    lines.append('| operation | ' + ' | '.join(k.replace('_', ' ') for k in keys) + ' |')
-    lines.append('|---' * (len(keys) + 1) + '|')
+def _n(value) -> str:
+    return '-' if value is None else f'{value:g}'
+
+
+def _s(value) -> str:
+    return '-' if value is None else f'{value:.3f}'
+
+
+def _combos(per_op: dict) -> list[tuple[tuple[int, int], str, dict]]:
+    """(nics, vhbas), key, entry: ordered by the numbers, which each entry carries."""
+    combos = []
+    for key, entry in per_op.items():
+        numbers = (entry['nics'], entry['vhbas']) if 'nics' in entry else keys.parse(key)
+        combos.append((numbers, key, entry))
+    return sorted(combos, key=lambda item: item[0])
+
+
+def _requests_per_operation(profile: str, data: dict) -> list[str]:
+    combos = _combos(data['requests_per_operation'])
+    lines = [
+        f'### HMC {profile} (API {data["api_version"]}), {data["cpc"]}: HMC requests per '
+        'operation besides polling (job checks in parentheses)',
+        '',
+        '| operation | ' + ' | '.join(keys.label(*numbers) for numbers, _, _ in combos) + ' |',
+        '|---' * (len(combos) + 1) + '|',
+    ]
     for op in OPERATIONS:
-        cells = [f'{per_op[k][op]["work"]:g} ({per_op[k][op]["polling"]:g})' for k in keys]
+        cells = []
+        for _, _, entry in combos:
+            counts = entry['operations'][op]
+            cells.append(f'{_n(counts["work"])} ({_n(counts["polling"])})')
         lines.append(f'| {op} | ' + ' | '.join(cells) + ' |')
-    lines += ['', '## Power-sync cycle: HMC requests (resources + list + get_info each)', '']
-    sync = results['power_sync']
-    sizes = list(sync['1_host'])
-    lines.append('| hosts on the CPC | ' + ' | '.join(f'+{s} partitions' for s in sizes) + ' |')
-    lines.append('|---' * (len(sizes) + 1) + '|')
-    for label, per_size in sync.items():
-        cells = [f'{per_size[s]["requests"]:g} ({per_size[s]["instances"]} inst.)' for s in sizes]
-        lines.append(f'| {label.replace("_", " ")} | ' + ' | '.join(cells) + ' |')
-    hop = results.get('grpc_hop')
-    if hop:
+    cold = data.get('spawn_cold')
+    if cold:
         lines += [
             '',
-            f'## Cost of the gRPC hop ({hop["latency_ms"]:g} ms per HMC request, '
-            f'+{hop["job_delay_ms"]:g} ms per job; medians)',
-            '',
-            '| operation | driver over gRPC ms | in-process ms | added ms | ratio |',
-            '|---|---|---|---|---|',
+            f'First spawn of a fresh backend ({cold["nics"]} NICs on {cold["vswitches"]} virtual '
+            f'switches): {cold["work"]} ({cold["polling"]}), of which {cold["vswitch_lists"]} '
+            f'virtual-switch lists, {cold["vswitch_gets"]} virtual-switch GETs, '
+            f'{cold["nic_gets"]} NIC GETs.',
         ]
-        for op, m in hop['operations'].items():
+    return lines
+
+
+def _power_sync(results: dict) -> list[str]:
+    profiles = results['profiles']
+    sizes = sorted(
+        {
+            int(size)
+            for data in profiles.values()
+            for entry in data['power_sync'].values()
+            for size in entry['sizes']
+        }
+    )
+    lines = [
+        '## Power-sync cycle: HMC requests per cycle of all hosts on one CPC',
+        '',
+        'GetHostStatus + ListInstances + GetInstanceInfo of each instance, per host; snapshots '
+        'expired (Nova cycles are minutes apart). Cells: CPC facts young / CPC facts expired '
+        '(a cycle later than `cpc_cache_ttl`); [first cycle after the partitions appeared].',
+        '',
+        '| HMC | hosts | ' + ' | '.join(f'+{s} partitions' for s in sizes) + ' |',
+        '|---|---' + '|---' * len(sizes) + '|',
+    ]
+    for profile, data in profiles.items():
+        for entry in data['power_sync'].values():
+            cells = []
+            for size in sizes:
+                cell = entry['sizes'].get(str(size))
+                if cell is None:
+                    cells.append('-')
+                    continue
+                cells.append(
+                    f'{_n(cell["requests"])} / {_n(cell["facts_expired"])} [{_n(cell["first"])}] '
+                    f'({cell["instances"]} inst.)'
+                )
+            lines.append(f'| {profile} | {entry["hosts"]} | ' + ' | '.join(cells) + ' |')
+    lines += [
+        '',
+        '### Each read alone (snapshot expired): HMC requests, CPC facts young / expired',
+        '',
+        '| HMC | GetHostStatus | ListInstances | GetInstanceInfo |',
+        '|---|---|---|---|',
+    ]
+    for profile, data in profiles.items():
+        reads = data['power_sync'].get('1_host', {}).get('reads')
+        if reads:
+            cells = [
+                f'{reads[rpc]["facts_cached"]} / {reads[rpc]["facts_expired"]}'
+                for rpc in ('GetHostStatus', 'ListInstances', 'GetInstanceInfo')
+            ]
+            lines.append(f'| {profile} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def _wait(results: dict) -> list[str]:
+    rows = []
+    for profile, data in results['profiles'].items():
+        for latency, entry in (data.get('wait_overhead') or {}).items():
+            for op, m in entry['operations'].items():
+                runs = ', '.join(_s(v) for v in m['overhead_s'])
+                checks = ', '.join(str(c) for c in m['job_checks'])
+                seen = ', '.join(
+                    ' + '.join(_s(j['found_after_s']) for j in run['jobs']) for run in m['runs']
+                )
+                rows.append(
+                    f'| backend {op} | {profile} | {float(latency) * 1000:g} | '
+                    f'{_n(m["max_s"])} | {runs} | {seen} | {checks} |'
+                )
+    client = results.get('zhmcclient_wait')
+    if client:
+        rows.append(
+            f'| zhmcclient Partition.start(wait_for_completion=True) | {client["profile"]} | 0 | '
+            f'{_n(client["overhead_s"])} | {_s(client["overhead_s"])} | '
+            f'{_s(client["job_found_after_s"])} | {client["job_checks"]} |'
+        )
+    if not rows:
+        return []
+    return [
+        '## Wait beyond the HMC jobs (Start/Stop jobs of 1 s; backend job polling at its defaults)',
+        '',
+        'Overhead: seconds from the end of the last HMC job an RPC waited for to its return. '
+        'Seen: seconds from the end of each job to the check that found it ended (a reboot '
+        'waits for two jobs). The first run meets a backend that has not timed a job of that '
+        'kind yet.',
+        '',
+        '| waiter | HMC | latency ms | worst overhead s | overhead per run s | '
+        'job ended -> seen s, per run | job checks per run |',
+        '|---|---|---|---|---|---|---|',
+        *rows,
+    ]
+
+
+def _rejected(results: dict) -> list[str]:
+    lines = ['## Requests the HMC rejected (status >= 400)', '']
+    for profile, data in results['profiles'].items():
+        rejected = data['rejected']
+        lines.append(
+            f'- HMC {profile}: {rejected["count"]} of {data["hmc_requests"]} requests'
+            + (f' ({"; ".join(rejected["requests"])})' if rejected['count'] else '')
+        )
+    client = results.get('zhmcclient_wait')
+    if client:
+        lines.append(
+            f'- zhmcclient alone on {client["profile"]} (not the backend): '
+            f'{len(client["rejected"])} ({"; ".join(client["rejected"]) or "none"})'
+        )
+    return lines
+
+
+def _races(results: dict) -> list[str]:
+    lines = []
+    for profile, data in results['profiles'].items():
+        race = data.get('reads_during_destroys')
+        if race:
             lines.append(
-                f'| {op} | {m["grpc_ms"]} | {m["in_process_ms"]} | {m["added_ms"]} | {m["ratio"]} |'
+                f'- HMC {profile}: {race["failed_reads"]} of {race["reads"] + race["failed_reads"]}'
+                f' reads failed while {race["destroyed"]} other instances were destroyed'
+                + (f' (first: {race["failures"][0]})' if race['failures'] else '')
             )
-    storm = results.get('many_hosts')
-    if storm:
-        lines += [
-            '',
-            f'## Many hosts: {storm["hosts"]} hosts x {storm["boots_per_host"]} concurrent '
-            f'boots, {storm["latency_ms"]:g} ms per HMC request',
-            '',
-            f"- one host's {storm['boots_per_host']} boots: {storm['single_host_s']} s; "
-            f'all hosts: {storm["all_hosts_s"]} s (x{storm["ratio_all_vs_single"]})',
-            f'- HMC sessions opened: {storm["sessions_opened"]} (pool size '
-            f'{storm["pool_size"]}); logons {storm["logons"]}, logoffs {storm["logoffs"]}',
-        ]
-        for call in ('get_info', 'health'):
-            idle, busy = storm[call]['idle'], storm[call]['storm']
-            lines.append(
-                f'- {call}: idle p50 {idle["p50_ms"]} / p99 {idle["p99_ms"]} / max '
-                f'{idle["max_ms"]} ms; storm p50 {busy["p50_ms"]} / p99 {busy["p99_ms"]} / max '
-                f'{busy["max_ms"]} ms ({busy["samples"]} samples)'
-            )
+    if not lines:
+        return []
+    return [
+        '',
+        '## get_info of an instance while other instances of its host are destroyed',
+        '',
+        *lines,
+    ]
+
+
+def _hop(hop: dict) -> list[str]:
+    lines = [
+        '',
+        f'## Cost of the gRPC hop (HMC {hop["profile"]}, {hop["latency_ms"]:g} ms per HMC '
+        f'request, jobs of {hop["job_ms"]:g} ms; medians)',
+        '',
+        '| operation | driver over gRPC ms | in-process ms | added ms | ratio |',
+        '|---|---|---|---|---|',
+    ]
+    for op, m in hop['operations'].items():
+        lines.append(
+            f'| {op} | {m["grpc_ms"]} | {m["in_process_ms"]} | {m["added_ms"]} | {m["ratio"]} |'
+        )
+    return lines
+
+
+def _storm(storm: dict) -> list[str]:
+    lines = [
+        '',
+        f'## Many hosts: {storm["hosts"]} hosts x {storm["boots_per_host"]} concurrent boots '
+        f'(HMC {storm["profile"]} in its own process, {storm["latency_ms"]:g} ms per request, '
+        f'jobs of {storm["job_ms"]:g} ms)',
+        '',
+        f"- one host's {storm['boots_per_host']} boots: {storm['single_host_s']} s; "
+        f'all hosts: {storm["all_hosts_s"]} s (x{storm["ratio_all_vs_single"]})',
+        f'- HMC sessions opened: {storm["sessions_opened"]} (pool size {storm["pool_size"]}); '
+        f'logons {storm["logons"]}, logoffs {storm["logoffs"]} (as the HMC counted them)',
+        f'- HMC requests {storm["hmc_requests"]} (seam {storm["seam_requests"]}), '
+        f'rejected {storm["rejected_count"]}',
+        f'- failed reads of the watched instance: {storm["probe_error_count"]}'
+        + (f' ({"; ".join(storm["probe_errors"][:3])})' if storm['probe_error_count'] else ''),
+        f'- CPU seconds over {storm["boots_s"]} s of boots on this machine: '
+        + ', '.join(f'{name} {seconds}' for name, seconds in storm['cpu_s'].items()),
+    ]
+    for call in ('get_info', 'health'):
+        idle, busy = storm[call]['idle'], storm[call]['storm']
+        lines.append(
+            f'- {call}: idle p50 {idle["p50_ms"]} / p99 {idle["p99_ms"]} / max '
+            f'{idle["max_ms"]} ms; storm p50 {busy["p50_ms"]} / p99 {busy["p99_ms"]} / max '
+            f'{busy["max_ms"]} ms ({busy["samples"]} samples)'
+        )
+    return lines
+
+
+def table(results: dict) -> str:
+    lines = ['## HMC requests per operation', '']
+    for profile, data in results['profiles'].items():
+        if data.get('requests_per_operation'):
+            lines += [*_requests_per_operation(profile, data), '']
+        elif data.get('skipped'):
+            lines += [f'### HMC {profile} (API {data["api_version"]}): {data["skipped"]}', '']
+    lines += [*_power_sync(results), '']
+    wait = _wait(results)
+    if wait:
+        lines += [*wait, '']
+    lines += _rejected(results)
+    lines += _races(results)
+    if results.get('grpc_hop'):
+        lines += _hop(results['grpc_hop'])
+    if results.get('many_hosts'):
+        lines += _storm(results['many_hosts'])
     mem = results.get('memory')
     if mem:
         lines += [
             '',
-            f'## Backend memory: {mem["hosts"]} hosts, {mem["instances"]} instances',
+            f'## Backend memory: {mem["hosts"]} hosts, {mem["instances"]} instances '
+            f'(HMC {mem["profile"]})',
             '',
             f'- RSS at start {mem["rss_started_mib"]} MiB, serving {mem["rss_serving_mib"]} MiB, '
             f'peak {mem["peak_rss_mib"]} MiB',

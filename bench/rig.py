@@ -1,9 +1,12 @@
-"""A backend on the bench mock HMC and Nova drivers wired to it over gRPC.
+"""A backend on a simulated HMC, and Nova drivers wired to it over gRPC.
 
-The backend runs in this process on a unix socket with a ``Meter`` at its
-session seam; each Nova host gets its own ``DPMDriver`` (its own channel, as
-separate nova-compute processes would have). Nova's database is not involved:
-instances are Nova objects whose ``save()`` does nothing.
+The backend runs in this process (``Rig``) or in a child process
+(``Served``, ``bench.serve``) on a unix socket; it talks to dpm-hmc-sim
+(``bench.hmc``) through a real zhmcclient Session over HTTPS, with the
+simulator's CA as ``[hmc] ca_file``. Each Nova host gets its own
+``DPMDriver`` (its own channel, as separate nova-compute processes would
+have). Nova's database is not involved: instances are Nova objects whose
+``save()`` does nothing.
 """
 
 from __future__ import annotations
@@ -14,23 +17,25 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 # nova-compute runs in native threading mode (gRPC cannot run under eventlet).
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
-
+from bench import hmc as hmc_mod  # noqa: E402
+from bench.meter import Counts  # noqa: E402
 from bench.meter import Meter  # noqa: E402
-from dpm_frontend.demo import fc_block_device_info  # noqa: E402
-from dpm_frontend.demo import mock_inventory  # noqa: E402
 
-DEFINITION = pathlib.Path(__file__).with_name('mock_hmc.yaml')
-
-
-INVENTORY = mock_inventory(str(DEFINITION))
+# The boot volume's target port (any WWPN; the backend boots the first target).
+BOOT_TARGET_WWPN = '500507680B2142E5'
+# Options of a bench backend: the simulator's jobs end at once unless a
+# scenario gives them a duration, so check them right away.
+FAST_JOBS = {'job_poll_interval': 0.01}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,31 +46,43 @@ class HostDef:
     max_memory: int = 16384
 
 
-def config_text(socket_path: str, hosts: list[HostDef], backend: dict | None = None) -> str:
+def config_text(
+    socket_path: str, endpoint, inventory: dict, hosts: list[HostDef], options=None
+) -> str:
+    """A backend config for the simulator at ``endpoint`` (host, port, ca_file)."""
+    options = options or {}
+    hmc_options = {'probe_interval': 1, **options.get('hmc', {})}
     lines = [
         '[hmc]',
-        f'mock_definition = {DEFINITION}',
-        'userid = bench',
-        'password = bench-password',
-        'probe_interval = 1',
-        *(f'{k} = {v}' for k, v in (backend or {}).get('hmc', {}).items()),
+        f'hosts = {endpoint.host}',
+        f'port = {endpoint.port}',
+        f'ca_file = {endpoint.ca_file}',
+        f'userid = {hmc_mod.USERID}',
+        f'password = {hmc_mod.PASSWORD}',
+        *(f'{k} = {v}' for k, v in hmc_options.items()),
         '[backend]',
         f'listen = unix:{socket_path}',
         f'hosts = {",".join(h.name for h in hosts)}',
         'grace_period = 5',
-        *(f'{k} = {v}' for k, v in (backend or {}).get('backend', {}).items()),
+        *(f'{k} = {v}' for k, v in options.get('backend', {}).items()),
     ]
     for host in hosts:
+        if host.vhbas > len(inventory['fcp']):
+            raise ValueError(f'{inventory["name"]} has {len(inventory["fcp"])} FCP adapters')
         lines += [
             f'[host:{host.name}]',
-            f'cpc_object_id = {INVENTORY["cpc"]}',
+            f'cpc_object_id = {inventory["cpc"]}',
             f'max_processors = {host.max_processors}',
             f'max_memory = {host.max_memory}',
         ]
         lines += [
-            f'physical_storage_adapter_mappings = {fcp}:0' for fcp in INVENTORY['fcp'][: host.vhbas]
+            f'physical_storage_adapter_mappings = {fcp}:0'
+            for fcp in inventory['fcp'][: max(host.vhbas, 1)]
         ]
     return '\n'.join(lines) + '\n'
+
+
+# --- Nova --------------------------------------------------------------------------
 
 
 def nova():
@@ -112,10 +129,9 @@ def new_instance(host: str, vcpus: int = 1, memory_mb: int = 512, instance_uuid:
     )
 
 
-def network_info(nics: int, seed: int = 0):
+def network_info(vswitches: list[str], nics: int, seed: int = 0):
     """``nics`` dpm_vswitch ports spread over the CPC's virtual switches."""
     _, _, network_model, _, _, _ = nova()
-    vswitches = INVENTORY['vswitches']
     return network_model.NetworkInfo(
         [
             network_model.VIF(
@@ -130,7 +146,23 @@ def network_info(nics: int, seed: int = 0):
     )
 
 
-block_device_info = fc_block_device_info
+def block_device_info(wwpns: list[str], lun: int = 1) -> dict:
+    """block_device_info of a server booted from an FC volume, as Cinder maps it."""
+    return {
+        'block_device_mapping': [
+            {
+                'boot_index': 0,
+                'connection_info': {
+                    'driver_volume_type': 'fibre_channel',
+                    'data': {
+                        'target_lun': lun,
+                        'target_wwn': [BOOT_TARGET_WWPN],
+                        'initiator_target_map': {w: [BOOT_TARGET_WWPN] for w in wwpns},
+                    },
+                },
+            }
+        ]
+    }
 
 
 def provider_tree_for(driver, host: str):
@@ -154,41 +186,91 @@ def forget_nova_overrides() -> None:
     conf_nova.clear_override('vif_plugging_timeout')
 
 
-def expire_caches(backend) -> None:
+# --- the backend in this process ------------------------------------------------------
+
+
+def expire_caches(backend, cpc_facts: bool = False) -> None:
     """Forget what the backend reuses between calls for a short time.
 
-    Nova's periodic tasks run minutes apart, longer than any short-lived
-    snapshot lives; measuring with the snapshot expired counts what one
-    such cycle really costs. CPC facts (``[hmc] cpc_cache_ttl``) stay.
+    Nova's periodic tasks run a minute or more apart, longer than a partition
+    snapshot lives (5 s): measuring with the snapshots expired counts what one
+    such cycle really costs. CPC facts live ``[hmc] cpc_cache_ttl`` (60 s by
+    default); ``cpc_facts`` forgets them too, as a cycle that comes later than
+    that finds them.
     """
-    snapshots = getattr(getattr(backend, 'servicer', None), 'snapshots', None)
-    if snapshots is not None:
-        snapshots.clear()
+    backend.servicer.snapshots.clear()
+    if cpc_facts:
+        for host in backend.hosts.values():
+            host._cpc_facts._facts.clear()
+
+
+def wait_until_checked(backend, timeout: float = 30.0) -> None:
+    """The start-up probe and host checks are done (they are not an operation's requests)."""
+    end = time.monotonic() + timeout
+    while not (backend.pool.reachability.reachable and backend.hosts_checked()):
+        if time.monotonic() > end:
+            raise RuntimeError('the bench backend did not reach the HMC simulator')
+        time.sleep(0.01)
+    problems = {name: h.problem for name, h in backend.hosts.items() if h.problem}
+    if problems:
+        raise RuntimeError(f'hosts failed their start-up checks: {problems}')
+
+
+@dataclasses.dataclass
+class Measured:
+    """One measured span: what reached the HMC, and what passed the session seam."""
+
+    hmc: Counts
+    seam: Counts
+    records: list
+    seconds: float
 
 
 class Rig:
-    """One in-process backend with a Meter, and a driver per host."""
+    """One in-process backend with a Meter at its seam, on a simulator; a driver per host."""
 
-    def __init__(self, workdir: pathlib.Path, hosts: list[HostDef], meter: Meter, options=None):
+    def __init__(
+        self, workdir: pathlib.Path, served, inventory: dict, hosts: list[HostDef], options=None
+    ):
         from oslo_config import cfg
 
         from dpm_backend import config as config_mod
         from dpm_backend.server import Backend
 
+        self.served = served
+        self.inventory = inventory
         socket_path = workdir / 'backend.sock'
         config_file = workdir / 'backend.conf'
-        config_file.write_text(config_text(str(socket_path), hosts, options))
+        config_file.write_text(config_text(str(socket_path), served, inventory, hosts, options))
         config = config_mod.load(['--config-file', str(config_file)], cfg.ConfigOpts())
-        self.meter = meter
-        self.backend = Backend(config, interceptors=[meter])
+        self.meter = Meter()
+        self.backend = Backend(config, interceptors=[self.meter])
         self.backend.start()
-        self.address = f'unix:{socket_path}'
-        point_nova_at(self.address)
-        self.drivers = {h.name: host_driver(h.name) for h in hosts}
+        self.drivers: dict = {}
+        try:
+            wait_until_checked(self.backend)
+            self.address = f'unix:{socket_path}'
+            point_nova_at(self.address)
+            self.drivers = {h.name: host_driver(h.name) for h in hosts}
+        except BaseException:
+            self.backend.stop(grace=0)
+            raise
 
     @property
-    def faked_cpc(self):
-        return self.backend.pool.mock.hmc.cpcs.lookup_by_oid(INVENTORY['cpc'])
+    def sim(self):
+        return self.served.sim
+
+    def measure(self, step, expire: bool = True, cpc_facts: bool = False) -> Measured:
+        """Run ``step`` and count the HMC requests it caused."""
+        if expire:
+            expire_caches(self.backend, cpc_facts)
+        before = len(self.sim.requests())
+        self.meter.reset()
+        started = time.perf_counter()
+        step()
+        seconds = time.perf_counter() - started
+        records = self.sim.requests()[before:]
+        return Measured(Counts.of_records(records), self.meter.take(), records, seconds)
 
     def close(self) -> None:
         for name, driver in self.drivers.items():
@@ -198,11 +280,11 @@ class Rig:
 
 
 @contextlib.contextmanager
-def rig(hosts: list[HostDef], meter: Meter | None = None, options=None) -> Iterator[Rig]:
+def rig(served, inventory: dict, hosts: list[HostDef], options=None) -> Iterator[Rig]:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix='dpm-bench-'))
     running = None
     try:
-        running = Rig(workdir, hosts, meter or Meter(), options)
+        running = Rig(workdir, served, inventory, hosts, options)
         yield running
     finally:
         if running is not None:
@@ -210,69 +292,78 @@ def rig(hosts: list[HostDef], meter: Meter | None = None, options=None) -> Itera
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def boot(driver, instance, nics: int, seed: int = 0):
+def boot(driver, instance, vswitches: list[str], nics: int, seed: int = 0):
     """prepare_for_spawn, get_volume_connector, spawn: nova-compute's boot order."""
-    vifs = network_info(nics, seed)
+    vifs = network_info(vswitches, nics, seed)
     driver.prepare_for_spawn(instance)
     wwpns = driver.get_volume_connector(instance)['wwpns']
     driver.spawn(None, instance, None, [], None, {}, vifs, block_device_info(wwpns))
     return vifs
 
 
-class Served:
-    """A backend in a child process (bench.serve), and a driver per host."""
+# --- the backend in a child process -----------------------------------------------------
 
-    def __init__(self, workdir: pathlib.Path, hosts: list[HostDef], latency, job_delay, options):
+
+def wait_for_socket(process, socket_path: pathlib.Path, what: str) -> None:
+    end = time.monotonic() + 60
+    while not socket_path.exists():
+        if process.poll() is not None or time.monotonic() > end:
+            raise RuntimeError(f'{what} did not start')
+        time.sleep(0.05)
+
+
+class Served:
+    """A backend in a child process (bench.serve) on a simulator, and a driver per host."""
+
+    def __init__(self, workdir: pathlib.Path, endpoint, inventory: dict, hosts, options):
         import subprocess
         import sys
-        import time
 
         socket_path = workdir / 'backend.sock'
         config_file = workdir / 'backend.conf'
-        config_file.write_text(config_text(str(socket_path), hosts, options))
+        config_file.write_text(config_text(str(socket_path), endpoint, inventory, hosts, options))
         self._report = workdir / 'report.json'
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                '-m',
-                'bench.serve',
-                str(config_file),
-                str(latency),
-                str(job_delay),
-                str(self._report),
-            ],
+            [sys.executable, '-m', 'bench.serve', str(config_file), str(self._report)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        end = time.monotonic() + 60
-        while not socket_path.exists():
-            if self.process.poll() is not None or time.monotonic() > end:
-                raise RuntimeError('the bench backend did not start')
-            time.sleep(0.05)
+        self.drivers: dict = {}
+        self.report: dict[str, Any] = {}
+        try:
+            wait_for_socket(self.process, socket_path, 'the bench backend')
+        except BaseException:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise
         self.address = f'unix:{socket_path}'
         point_nova_at(self.address)
         self.drivers = {h.name: host_driver(h.name) for h in hosts}
-        self.report: dict = {}
 
     def close(self) -> None:
         import json
         import signal
+        import subprocess
 
         for name, driver in self.drivers.items():
             driver.cleanup_host(name)
         forget_nova_overrides()
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
         if self._report.exists():
             self.report = json.loads(self._report.read_text())
 
 
 @contextlib.contextmanager
-def served(hosts: list[HostDef], latency=0.0, job_delay=0.0, options=None) -> Iterator[Served]:
+def served(endpoint, inventory: dict, hosts: list[HostDef], options=None) -> Iterator[Served]:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix='dpm-bench-'))
     running = None
     try:
-        running = Served(workdir, hosts, latency, job_delay, options)
+        running = Served(workdir, endpoint, inventory, hosts, options)
         yield running
     finally:
         if running is not None:

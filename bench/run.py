@@ -1,20 +1,63 @@
-"""Run the scenarios and judge them against the targets."""
+"""Run the scenarios on each HMC profile and judge them against the targets."""
 
 from __future__ import annotations
 
+from bench import hmc as hmc_mod
+from bench import keys
 from bench import memory
 from bench import scenarios
 
 HANDFUL = 5  # HMC requests (besides polling) a destroy or power operation may cost
+WAIT_OVERHEAD_S = 0.5  # seconds an RPC may take beyond the end of the HMC jobs it waited for
+FIRST_SPAWN_FIELDS = ('nics', 'vswitches', 'nic_gets', 'vswitch_gets', 'vswitch_lists')
+SMALL = ('destroy', 'power_off', 'power_on', 'power_on_from_paused', 'reboot')
+
+
+def profile_run(profile: str, quick: bool) -> dict:
+    """Every scenario that runs on one simulator of ``profile``; rejected requests counted."""
+    cpc_name = hmc_mod.serving_cpc(profile)
+    inventory = hmc_mod.inventory(hmc_mod.definition(profile), cpc_name)
+    lifecycle = not inventory['storage_management']
+    result: dict = {'cpc': cpc_name, 'lifecycle': lifecycle}
+    with hmc_mod.simulator(profile, start_seconds=0, stop_seconds=0) as served:
+        result['hmc_version'] = served.sim.definition.hmc_version
+        result['api_version'] = served.sim.definition.api_text
+        if lifecycle:
+            result['requests_per_operation'] = scenarios.requests_per_operation(
+                served, inventory, repeats=1 if quick else 3
+            )
+            served.sim.reset()
+            result['spawn_cold'] = scenarios.spawn_cold(served, inventory)
+        else:
+            result['skipped'] = (
+                f'no lifecycle: {cpc_name} has DPM storage management, where the backend '
+                'refuses prepare and spawn (STORAGE_PATH_UNSUPPORTED)'
+            )
+        result['power_sync'] = scenarios.power_sync(
+            served,
+            inventory,
+            sizes=(0, 20) if quick else (0, 20, 80),
+            repeats=1 if quick else 3,
+        )
+        if lifecycle and not quick:
+            result['reads_during_destroys'] = scenarios.reads_during_destroys(served, inventory)
+            result['wait_overhead'] = {
+                f'{latency:g}': scenarios.wait_overhead(served, inventory, latency)
+                for latency in (0.0, 0.02)
+            }
+        records = served.sim.requests()
+    refused = hmc_mod.rejected(records)
+    result['hmc_requests'] = len(records)
+    result['rejected'] = {'count': len(refused), 'requests': hmc_mod.describe(refused)[:20]}
+    return result
 
 
 def run(quick: bool = False) -> dict:
-    results: dict = {'quick': quick}
-    results['requests_per_operation'] = scenarios.requests_per_operation(repeats=1 if quick else 3)
-    results['power_sync'] = scenarios.power_sync(
-        sizes=(0, 20) if quick else (0, 20, 80), repeats=1 if quick else 3
-    )
+    results: dict = {'quick': quick, 'profiles': {}}
+    for profile in hmc_mod.PROFILES:
+        results['profiles'][profile] = profile_run(profile, quick)
     if not quick:
+        results['zhmcclient_wait'] = scenarios.zhmcclient_wait()
         results['grpc_hop'] = scenarios.grpc_hop()
         results['many_hosts'] = scenarios.many_hosts()
         results['memory'] = memory.backend_rss()
@@ -26,34 +69,122 @@ def _target(met: bool, measured, goal: str) -> dict:
     return {'met': bool(met), 'measured': measured, 'target': goal}
 
 
-def targets(results: dict) -> dict:
+def below_2_16(profile: str) -> bool:
+    return tuple(int(p) for p in profile.split('.')[:2]) < (2, 16)
+
+
+def _lifecycle_targets(profile: str, data: dict) -> dict:
     judged = {}
-    per_op = results['requests_per_operation']
-    spawn = {
-        key: (ops['spawn']['work'], 5 + int(key[1]) + int(key[4])) for key, ops in per_op.items()
-    }
+    per_op = data['requests_per_operation']
+    spawn = {}
+    for combo, entry in per_op.items():
+        nics, vhbas = entry['nics'], entry['vhbas']
+        if (nics, vhbas) != keys.parse(combo):
+            raise ValueError(f'{combo} holds nics={nics} vhbas={vhbas}')
+        spawn[combo] = (entry['operations']['spawn']['work'], 5 + nics + vhbas)
     judged['spawn_requests'] = _target(
         all(work <= limit for work, limit in spawn.values()),
-        {key: work for key, (work, _) in spawn.items()},
+        {combo: work for combo, (work, _) in spawn.items()},
         '<= 5 + n + m besides polling',
     )
-    small = ('destroy', 'power_off', 'power_on', 'power_on_from_paused', 'reboot')
-    worst = {op: max(ops[op]['work'] for ops in per_op.values()) for op in small}
+    worst = {op: max(e['operations'][op]['work'] for e in per_op.values()) for op in SMALL}
     judged['destroy_and_power_requests'] = _target(
         all(work <= HANDFUL for work in worst.values()), worst, f'<= {HANDFUL} besides polling'
     )
-    one = results['power_sync']['1_host']
+    warm = {}
+    for combo, entry in per_op.items():
+        reads = scenarios.device_reads(entry['operations']['spawn']['by_class'])
+        warm[combo] = reads['nic_gets'] + reads['vswitch_gets']
+    cold = data['spawn_cold']
+    judged['spawn_no_get_per_nic_or_vswitch'] = _target(
+        not any(warm.values())
+        and cold['nic_gets'] == 0
+        and cold['vswitch_gets'] == 0
+        and cold['vswitch_lists'] <= 1,
+        {
+            'warm_nic_or_vswitch_gets': warm,
+            'first_spawn': {
+                k: cold[k]
+                for k in ('nics', 'vswitches', 'nic_gets', 'vswitch_gets', 'vswitch_lists')
+            },
+        },
+        'no NIC or vswitch GET; first spawn of a backend: one vswitch list, as on 2.16',
+    )
+    differing = {
+        f'{combo} {op}': e['seam_differs']
+        for combo, entry in per_op.items()
+        for op, e in entry['operations'].items()
+        if e['seam_differs']
+    }
+    judged['seam_equals_hmc'] = _target(
+        not differing, differing or 0, 'every request at the session seam reached the HMC once'
+    )
+    race = data.get('reads_during_destroys')
+    if race:
+        judged['reads_during_destroys'] = _target(
+            race['failed_reads'] == 0,
+            {k: race[k] for k in ('reads', 'failed_reads', 'destroyed')},
+            'no read of an existing instance fails while others of its host are destroyed',
+        )
+    overhead = data.get('wait_overhead')
+    if overhead:
+        worst_wait = {
+            f'{latency} s {op}': m['max_s']
+            for latency, entry in overhead.items()
+            for op, m in entry['operations'].items()
+        }
+        judged['wait_overhead'] = _target(
+            all(v is not None and v <= WAIT_OVERHEAD_S for v in worst_wait.values()),
+            worst_wait,
+            f'<= {WAIT_OVERHEAD_S} s after the last HMC job ended (every run, first included)',
+        )
+    return {f'{profile} {name}': t for name, t in judged.items()}
+
+
+def _sync_targets(profile: str, data: dict) -> dict:
+    judged = {}
+    sync = data['power_sync']
+    one = sync['1_host']['sizes']
     judged['sync_independent_of_instances'] = _target(
         len({size['requests'] for size in one.values()}) == 1,
         {key: size['requests'] for key, size in one.items()},
         'same requests per cycle for any number of partitions',
     )
-    eight = results['power_sync']['8_hosts']
-    judged['sync_one_request_per_cpc'] = _target(
-        all(size['requests'] <= 1 for size in eight.values()),
-        {key: size['requests'] for key, size in eight.items()},
-        '<= 1 request per CPC per cycle of all 8 hosts',
+    if below_2_16(profile):
+        steady = {
+            f'{label} +{key}': size['requests']
+            for label, entry in sync.items()
+            for key, size in entry['sizes'].items()
+        }
+        judged['sync_one_request_per_cpc'] = _target(
+            all(v <= 1 for v in steady.values()),
+            steady,
+            '<= 1 request per CPC per cycle of all hosts (CPC facts young)',
+        )
+        expired = {
+            f'{label} +{key}': size['facts_expired']
+            for label, entry in sync.items()
+            for key, size in entry['sizes'].items()
+        }
+        judged['sync_one_request_per_cpc_facts_expired'] = _target(
+            all(v <= 1 for v in expired.values()),
+            expired,
+            '<= 1 request per CPC per cycle, cycles further apart than cpc_cache_ttl',
+        )
+    judged['zero_rejected'] = _target(
+        data['rejected']['count'] == 0,
+        data['rejected']['count'],
+        'no HMC request answered with status >= 400',
     )
+    return {f'{profile} {name}': t for name, t in judged.items()}
+
+
+def targets(results: dict) -> dict:
+    judged = {}
+    for profile, data in results['profiles'].items():
+        if data['lifecycle']:
+            judged.update(_lifecycle_targets(profile, data))
+        judged.update(_sync_targets(profile, data))
     hop = results.get('grpc_hop')
     if hop:
         spawn_hop = hop['operations']['spawn']
@@ -61,9 +192,8 @@ def targets(results: dict) -> dict:
             spawn_hop['ratio'] <= 1.03, spawn_hop['ratio'], '<= 1.03 (3 % added)'
         )
         ops = hop['operations']
-        cheap = ops['get_info_from_snapshot']
         judged['grpc_hop_cheap_call'] = _target(
-            cheap['added_ms'] < 1.0,
+            ops['get_info_from_snapshot']['added_ms'] < 1.0,
             {
                 k: ops[k]['added_ms']
                 for k in ('get_info_from_snapshot', 'get_info_one_request', 'bare_grpcio')
@@ -81,5 +211,13 @@ def targets(results: dict) -> dict:
             storm['sessions_opened'] <= storm['pool_size'] and storm['logoffs'] == storm['logons'],
             {k: storm[k] for k in ('sessions_opened', 'pool_size', 'logons', 'logoffs')},
             '<= pool size, all logged off',
+        )
+        judged['storm_reads_never_fail'] = _target(
+            storm['probe_error_count'] == 0,
+            storm['probe_errors'] or 0,
+            'every get_info and health check of the watcher answered',
+        )
+        judged['storm_zero_rejected'] = _target(
+            storm['rejected_count'] == 0, storm['rejected_count'], 'no HMC request refused'
         )
     return judged

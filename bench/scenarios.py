@@ -1,8 +1,15 @@
-"""The benchmark scenarios; each returns a JSON-able dict of its measurements."""
+"""The benchmark scenarios; each returns a JSON-able dict of its measurements.
+
+Every scenario runs the backend against dpm-hmc-sim over HTTPS (``bench.hmc``)
+and counts what reached the simulator. Seconds are measured only where a
+scenario says so; the counts do not depend on the machine.
+"""
 
 from __future__ import annotations
 
+import functools
 import pathlib
+import re
 import shutil
 import statistics
 import tempfile
@@ -10,8 +17,10 @@ import time
 import uuid
 from concurrent import futures
 
+from bench import hmc as hmc_mod
+from bench import keys
 from bench import rig as rig_mod
-from bench.meter import Meter
+from bench.rig import FAST_JOBS
 from bench.rig import HostDef
 
 # Seconds the watcher measures the idle backend before the storm.
@@ -30,6 +39,26 @@ OPERATIONS = (
     'reboot',
     'destroy',
 )
+# The operations whose wait for HMC jobs is measured (scenario 3).
+WAITING_OPERATIONS = ('spawn', 'power_off', 'power_on', 'reboot', 'destroy')
+JOB_POST = re.compile(r'/api/partitions/[^/?]+/operations/(start|stop)')
+# URI classes of the budget "no GET per NIC or per virtual switch".
+NIC_GET = r'/api/partitions/\{id\}/nics/\{id\}'
+VSWITCH_GET = r'/api/virtual-switches/\{id\}(\?.*)?'
+VSWITCH_LIST = r'/api/cpcs/\{id\}/virtual-switches(\?.*)?'
+
+
+def device_reads(by_class: dict) -> dict:
+    """GETs of NICs and virtual switches, and lists of virtual switches, in URI classes."""
+
+    def count(pattern: str) -> int:
+        return sum(n for cls, n in by_class.items() if re.fullmatch(f'GET {pattern}', cls))
+
+    return {
+        'nic_gets': count(NIC_GET),
+        'vswitch_gets': count(VSWITCH_GET),
+        'vswitch_lists': count(VSWITCH_LIST),
+    }
 
 
 def _median(values):
@@ -43,22 +72,19 @@ def _percentile(values, q: float):
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _set_status(running, instance, status: str) -> None:
-    """Change a partition behind the backend's back (an in-guest shutdown)."""
+def _partition_name(instance) -> str:
     from dpm_backend import naming
 
-    name = naming.partition_name(instance.host, instance.uuid)
-    for partition in running.faked_cpc.partitions.list():
-        if partition.properties['name'] == name:
-            partition.properties['status'] = status
-            return
-    raise AssertionError(f'no partition {name}')
+    return naming.partition_name(instance.host, instance.uuid)
+
+
+# --- Scenario 1: HMC requests per Nova operation ------------------------------------------
 
 
 def _lifecycle_steps(running, driver, host: str, nics: int):
     """The operations of scenario 1 in order, as (name, callable)."""
     instance = rig_mod.new_instance(host)
-    vifs = rig_mod.network_info(nics)
+    vifs = rig_mod.network_info(running.inventory['vswitches'], nics)
     state = {}
 
     def connector():
@@ -75,6 +101,8 @@ def _lifecycle_steps(running, driver, host: str, nics: int):
         driver.spawn(None, instance, None, [], None, {}, vifs, bdi)
 
     def paused_then_on():
+        # An in-guest shutdown left the partition 'paused': stop, then start.
+        hmc_mod.set_status(running.served, _partition_name(instance), 'paused')
         driver.power_on(None, instance, vifs)
 
     return instance, [
@@ -92,46 +120,92 @@ def _lifecycle_steps(running, driver, host: str, nics: int):
     ]
 
 
-def requests_per_operation(repeats: int = 3) -> dict:
-    """Scenario 1: HMC requests per Nova operation, n NICs x m vHBAs."""
-    meter = Meter()
+def _summary(measured: list) -> dict:
+    """Medians of repeated measurements of one operation; the last one's URI classes."""
+    return {
+        'work': _median([m.hmc.work for m in measured]),
+        'polling': _median([m.hmc.polling for m in measured]),
+        'total': _median([m.hmc.total for m in measured]),
+        'rejected': sum(m.hmc.rejected for m in measured),
+        'seam_differs': sum(1 for m in measured if m.seam.total != m.hmc.total),
+        'by_class': measured[-1].hmc.as_dict()['by_class'],
+    }
+
+
+def requests_per_operation(served, inventory: dict, repeats: int = 3) -> dict:
+    """HMC requests per Nova operation, n NICs x m vHBAs (jobs end at once).
+
+    Spawn comes after prepare, with the CPC's virtual switches known; read
+    operations run with the partition snapshot expired.
+    """
     hosts = [HostDef('m1', vhbas=1), HostDef('m4', vhbas=4)]
     results = {}
-    with rig_mod.rig(hosts, meter) as running:
-        for host in hosts:  # warm: HMC logon, CPC facts, the driver's channel
+    with rig_mod.rig(served, inventory, hosts, {'hmc': FAST_JOBS}) as running:
+        for host in hosts:  # warm: the driver's channel
             running.drivers[host.name].get_available_resource(host.name)
+        # Warm: a boot with a NIC on every virtual switch, as a backend that
+        # has run a while has seen them (spawn_cold measures the first spawn).
+        warm = rig_mod.new_instance('m1')
+        vifs = rig_mod.boot(
+            running.drivers['m1'], warm, inventory['vswitches'], len(inventory['vswitches'])
+        )
+        running.drivers['m1'].destroy(None, warm, vifs)
         for nics in (1, 4):
             for vhbas in (1, 4):
                 host = f'm{vhbas}'
                 driver = running.drivers[host]
                 samples: dict[str, list] = {op: [] for op in OPERATIONS}
                 for _ in range(repeats):
-                    instance, steps = _lifecycle_steps(running, driver, host, nics)
+                    _, steps = _lifecycle_steps(running, driver, host, nics)
                     for name, step in steps:
-                        if name == 'power_on_from_paused':
-                            _set_status(running, instance, 'paused')
-                        rig_mod.expire_caches(running.backend)
-                        meter.reset()
-                        step()
-                        samples[name].append(meter.take())
-                results[f'n{nics}_m{vhbas}'] = {
-                    op: {
-                        'work': _median([c.work for c in counts]),
-                        'polling': _median([c.polling for c in counts]),
-                        'by_class': counts[-1].as_dict()['by_class'],
-                    }
-                    for op, counts in samples.items()
+                        samples[name].append(running.measure(step))
+                results[keys.key(nics, vhbas)] = {
+                    'nics': nics,
+                    'vhbas': vhbas,
+                    'operations': {op: _summary(m) for op, m in samples.items()},
                 }
     return results
 
 
+def spawn_cold(served, inventory: dict, nics: int = 4) -> dict:
+    """The first spawn of a fresh backend: the virtual switches are not known yet.
+
+    ``nics`` NICs spread over every virtual switch of the CPC. Later spawns
+    reuse what this one learnt (scenario 1 measures them).
+    """
+    host = HostDef('cold', vhbas=1)
+    with rig_mod.rig(served, inventory, [host], {'hmc': FAST_JOBS}) as running:
+        driver = running.drivers[host.name]
+        instance = rig_mod.new_instance(host.name)
+        vifs = rig_mod.network_info(inventory['vswitches'], nics)
+        driver.prepare_for_spawn(instance)
+        wwpns = driver.get_volume_connector(instance)['wwpns']
+        bdi = rig_mod.block_device_info(wwpns)
+        measured = running.measure(
+            lambda: driver.spawn(None, instance, None, [], None, {}, vifs, bdi)
+        )
+        driver.destroy(None, instance, vifs)
+    counts = measured.hmc.as_dict()
+    return {
+        'nics': nics,
+        'vswitches': len({vif['details']['object_id'] for vif in vifs}),
+        'work': counts['work'],
+        'polling': counts['polling'],
+        'rejected': counts['rejected'],
+        **device_reads(counts['by_class']),
+        'by_class': counts['by_class'],
+    }
+
+
+# --- Scenario 2: the reads Nova repeats (power-sync cycle) --------------------------------
+
+
 def _seed_partitions(running, owners: list[str], foreign: int) -> list:
     """Partitions created behind the backend: one per owner host, and foreign ones."""
-    instances = []
-    cpc = running.faked_cpc
+    instances, partitions = [], []
     for index, host in enumerate(owners):
         instance = rig_mod.new_instance(host)
-        cpc.partitions.add(
+        partitions.append(
             {
                 'name': f'OpenStack-{host}-{instance.uuid}',
                 'description': f'OpenStack CPCSubset={host}',
@@ -145,7 +219,7 @@ def _seed_partitions(running, owners: list[str], foreign: int) -> list:
         instances.append(instance)
     for index in range(foreign):
         name = f'OpenStack-other-{uuid.uuid4()}' if index % 2 else f'LPAR{index:04d}'
-        cpc.partitions.add(
+        partitions.append(
             {
                 'name': name,
                 'status': 'active',
@@ -155,6 +229,7 @@ def _seed_partitions(running, owners: list[str], foreign: int) -> list:
                 'maximum-memory': 4096,
             }
         )
+    hmc_mod.add_partitions(running.served, running.inventory['cpc'], partitions)
     return instances
 
 
@@ -169,47 +244,279 @@ def _sync_cycle(running, host: str, instances) -> None:
             driver.get_info(instance)
 
 
-def power_sync(sizes=(0, 20, 80), repeats: int = 3) -> dict:
-    """Scenario 2: requests per power-sync cycle, 1 host and 8 hosts on one CPC."""
+def _sync_all(running, names, instances) -> None:
+    for name in names:
+        _sync_cycle(running, name, instances)
+
+
+def _reads(running, host: str, instance) -> dict:
+    """Each read alone, snapshots expired: HMC requests (CPC facts cached / expired)."""
+    driver = running.drivers[host]
+    reads = {
+        'GetHostStatus': lambda: driver.get_available_resource(host),
+        'ListInstances': driver.list_instance_uuids,
+        'GetInstanceInfo': lambda: driver.get_info(instance),
+    }
+    result = {}
+    for name, read in reads.items():
+        cached = running.measure(read)
+        expired = running.measure(read, cpc_facts=True)
+        result[name] = {
+            'facts_cached': cached.hmc.total,
+            'facts_expired': expired.hmc.total,
+            'rejected': cached.hmc.rejected + expired.hmc.rejected,
+            'by_class': expired.hmc.as_dict()['by_class'],
+        }
+    return result
+
+
+def power_sync(served, inventory: dict, sizes=(0, 20, 80), repeats: int = 3) -> dict:
+    """Requests per power-sync cycle, 1 host and 8 hosts on one CPC.
+
+    For each number of partitions added behind the backend (half of them the
+    hosts' own, half foreign): the first cycle after they appeared, then
+    ``repeats`` cycles with the snapshots expired (Nova's cycles are a
+    minute or more apart) and CPC facts still young, and one cycle that
+    finds the CPC facts expired too (cycles farther apart than
+    ``[hmc] cpc_cache_ttl``).
+    """
     results = {}
-    for label, hosts in (
-        ('1_host', [HostDef('sync0')]),
-        ('8_hosts', [HostDef(f'sync{i}') for i in range(8)]),
-    ):
-        meter = Meter()
+    for hosts in ([HostDef('sync0')], [HostDef(f'sync{i}') for i in range(8)]):
+        served.sim.reset()
         per_size = {}
-        with rig_mod.rig(hosts, meter) as running:
+        names = [h.name for h in hosts]
+        with rig_mod.rig(served, inventory, hosts, {'hmc': FAST_JOBS}) as running:
             instances = []
             seeded = 0
-            names = [h.name for h in hosts]
             for size in sizes:
-                # Half the added partitions are owned by the hosts, half foreign.
                 add = size - seeded
                 owners = [names[i % len(names)] for i in range(add // 2)]
                 instances += _seed_partitions(running, owners, add - len(owners))
                 seeded = size
-                # Added behind the backend's back: forget what it saw before.
-                rig_mod.expire_caches(running.backend)
-                _sync_all(running, names, instances)  # warm: CPC facts, channels
-                counts = []
-                for _ in range(repeats):
-                    rig_mod.expire_caches(running.backend)
-                    meter.reset()
-                    _sync_all(running, names, instances)
-                    counts.append(meter.take())
+                cycle = functools.partial(_sync_all, running, names, list(instances))
+                first = running.measure(cycle)
+                steady = [running.measure(cycle) for _ in range(repeats)]
+                expired = running.measure(cycle, cpc_facts=True)
                 per_size[str(size)] = {
                     'partitions_added': size,
                     'instances': len(instances),
-                    'requests': _median([c.total for c in counts]),
-                    'by_class': counts[-1].as_dict()['by_class'],
+                    'first': first.hmc.total,
+                    'requests': _median([m.hmc.total for m in steady]),
+                    'facts_expired': expired.hmc.total,
+                    'rejected': sum(m.hmc.rejected for m in (first, *steady, expired)),
+                    'by_class': steady[-1].hmc.as_dict()['by_class'],
+                    'by_class_facts_expired': expired.hmc.as_dict()['by_class'],
                 }
-        results[label] = per_size
+            reads = None
+            if instances:
+                reads = _reads(running, instances[0].host, instances[0])
+        results[f'{len(hosts)}_host' if len(hosts) == 1 else f'{len(hosts)}_hosts'] = {
+            'hosts': len(hosts),
+            'sizes': per_size,
+            **({'reads': reads} if reads else {}),
+        }
     return results
 
 
-def _sync_all(running, names, instances) -> None:
-    for name in names:
-        _sync_cycle(running, name, instances)
+def reads_during_destroys(served, inventory: dict, rounds: int = 3, per_round: int = 24) -> dict:
+    """get_info of one instance, snapshot expired each time, while others of its host go.
+
+    Nova reads an instance's power state while other instances of the host
+    are deleted. Every read must answer: the watched instance always exists.
+    """
+    import threading
+
+    served.sim.reset()
+    host = HostDef('race', max_processors=32, max_memory=65536)
+    options = {'hmc': {**FAST_JOBS, 'pool_size': 8}}
+    reads, failures = [0], []
+    with rig_mod.rig(served, inventory, [host], options) as running:
+        driver = running.drivers[host.name]
+        vswitches = inventory['vswitches']
+        watched = rig_mod.new_instance(host.name)
+        watched_vifs = rig_mod.boot(driver, watched, vswitches, 1)
+        for _ in range(rounds):
+            others = [rig_mod.new_instance(host.name) for _ in range(per_round)]
+            with futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: rig_mod.boot(driver, i, vswitches, 1), others))
+            stop = threading.Event()
+
+            def read(stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    rig_mod.expire_caches(running.backend)
+                    try:
+                        driver.get_info(watched)
+                        reads[0] += 1
+                    except Exception as exc:  # the measured outcome
+                        failures.append(f'{type(exc).__name__}: {exc}')
+
+            reader = threading.Thread(target=read, name='bench-reader')
+            reader.start()
+            try:
+                with futures.ThreadPoolExecutor(8) as pool:
+                    list(pool.map(lambda i: driver.destroy(None, i, None), others))
+            finally:
+                stop.set()
+                reader.join()
+        driver.destroy(None, watched, watched_vifs)
+    return {
+        'destroyed': rounds * per_round,
+        'reads': reads[0],
+        'failed_reads': len(failures),
+        'failures': failures[:10],
+    }
+
+
+# --- Scenario 3: time waited beyond the HMC jobs ----------------------------------------------
+
+
+def _job_timing(records, settings, returned_at: float) -> dict:
+    """When each Start/Stop job of a span ended, and how long after that the call returned.
+
+    A job ends ``start_seconds`` (``stop_seconds``) after the HMC accepted it
+    (its 202, the record's time); the check that found it ended is the first
+    job status GET after that.
+    """
+    jobs, ends = [], []
+    for index, record in enumerate(records):
+        match = JOB_POST.fullmatch(record.uri.partition('?')[0])
+        if record.method != 'POST' or match is None or record.status != 202:
+            continue
+        operation = match.group(1)
+        seconds = settings.start_seconds if operation == 'start' else settings.stop_seconds
+        end = record.time + seconds
+        later = records[index + 1 :]
+        found = next(
+            (r.time for r in later if _is_job_check(r) and r.time >= end),
+            None,
+        )
+        checks = 0
+        for r in later:
+            if r.method == 'POST' and JOB_POST.fullmatch(r.uri.partition('?')[0]):
+                break  # the next job's checks are its own
+            checks += _is_job_check(r)
+        ends.append(end)
+        jobs.append(
+            {
+                'operation': operation,
+                'seconds': seconds,
+                'found_after_s': None if found is None else round(found - end, 3),
+                'checks': checks,
+            }
+        )
+    overhead = round(returned_at - max(ends), 3) if ends else None
+    return {'jobs': jobs, 'overhead_s': overhead}
+
+
+def _is_job_check(record) -> bool:
+    return record.method == 'GET' and record.uri.startswith('/api/jobs/')
+
+
+def wait_overhead(served, inventory: dict, latency: float, cycles: int = 3) -> dict:
+    """Seconds each job-waiting RPC took beyond the end of its last HMC job.
+
+    The simulator's Start/Stop jobs take ``start_seconds`` / ``stop_seconds``;
+    the backend runs with its default job polling (``[hmc] job_poll_interval``
+    0.2 s, ``job_poll_max_interval`` 2 s). The first cycle meets a backend
+    that has not seen a job of either kind yet.
+    """
+    sim = served.sim
+    sim.reset()
+    settings = sim.configure(start_seconds=1.0, stop_seconds=1.0, latency=latency)
+    host = HostDef('wait', vhbas=1)
+    per_op: dict[str, list] = {op: [] for op in WAITING_OPERATIONS}
+    try:
+        with rig_mod.rig(served, inventory, [host]) as running:
+            driver = running.drivers[host.name]
+            for _ in range(cycles):
+                instance = rig_mod.new_instance(host.name)
+                vifs = rig_mod.network_info(inventory['vswitches'], 1)
+                driver.prepare_for_spawn(instance)
+                wwpns = driver.get_volume_connector(instance)['wwpns']
+                bdi = rig_mod.block_device_info(wwpns)
+                steps = {
+                    'spawn': lambda i=instance, v=vifs, b=bdi: driver.spawn(
+                        None, i, None, [], None, {}, v, b
+                    ),
+                    'power_off': lambda i=instance: driver.power_off(i),
+                    'power_on': lambda i=instance, v=vifs: driver.power_on(None, i, v),
+                    'reboot': lambda i=instance, v=vifs: driver.reboot(None, i, v, 'HARD'),
+                    'destroy': lambda i=instance, v=vifs: driver.destroy(None, i, v),
+                }
+                for name in WAITING_OPERATIONS:
+                    before = len(sim.requests())
+                    started = time.time()
+                    steps[name]()
+                    returned = time.time()
+                    records = sim.requests()[before:]
+                    timing = _job_timing(records, settings, returned)
+                    timing['rpc_s'] = round(returned - started, 3)
+                    timing['rejected'] = len(hmc_mod.rejected(records))
+                    per_op[name].append(timing)
+    finally:
+        sim.configure(start_seconds=0, stop_seconds=0, latency=0)
+    result = {'latency_s': latency, 'job_seconds': settings.start_seconds, 'operations': {}}
+    for name, runs in per_op.items():
+        # None: the call waited for no job (then it is not judged, and max_s is None).
+        overheads = [r['overhead_s'] for r in runs]
+        measured = [v for v in overheads if v is not None]
+        complete = bool(runs) and len(measured) == len(runs)
+        result['operations'][name] = {
+            'overhead_s': overheads,
+            'first_s': overheads[0] if overheads else None,
+            'warm_median_s': _median([v for v in overheads[1:] if v is not None]),
+            'max_s': max(measured) if complete else None,
+            'job_checks': [sum(j['checks'] for j in r['jobs']) for r in runs],
+            'rpc_s': [r['rpc_s'] for r in runs],
+            'rejected': sum(r['rejected'] for r in runs),
+            'runs': runs,
+        }
+    return result
+
+
+def zhmcclient_wait(profile: str = '2.15.0', seconds: float = 1.0) -> dict:
+    """zhmcclient's own wait: ``Partition.start(wait_for_completion=True)``, one run.
+
+    A real zhmcclient Session on the simulator; the Start job takes
+    ``seconds``. zhmcclient checks the job, then every 10 s.
+    """
+    with hmc_mod.simulator(profile, start_seconds=seconds, stop_seconds=0) as served:
+        inventory = hmc_mod.inventory(hmc_mod.definition(profile), hmc_mod.VHBA_CPC)
+        session = served.session()
+        try:
+            import zhmcclient
+
+            client = zhmcclient.Client(session)
+            cpc = client.cpcs.resource_object(inventory['cpc'])
+            partition = cpc.partitions.create(
+                {
+                    'name': 'bench-zhmcclient-wait',
+                    'ifl-processors': 1,
+                    'initial-memory': 512,
+                    'maximum-memory': 512,
+                }
+            )
+            before = len(served.sim.requests())
+            started = time.time()
+            partition.start(wait_for_completion=True)
+            returned = time.time()
+            records = served.sim.requests()[before:]
+        finally:
+            session.logoff()
+    timing = _job_timing(records, served.sim.settings, returned)
+    return {
+        'profile': profile,
+        'job_seconds': seconds,
+        'overhead_s': timing['overhead_s'],
+        'rpc_s': round(returned - started, 3),
+        'job_checks': sum(j['checks'] for j in timing['jobs']),
+        'job_found_after_s': timing['jobs'][0]['found_after_s'] if timing['jobs'] else None,
+        'requests': [f'{r.method} {r.uri} -> {r.status}' for r in records],
+        'rejected': hmc_mod.describe(hmc_mod.rejected(records)),
+    }
+
+
+# --- Scenario 4: the gRPC hop -------------------------------------------------------------------
 
 
 class _Context:
@@ -221,6 +528,15 @@ class _Context:
 
     def time_remaining(self):
         return None
+
+    def is_active(self) -> bool:
+        return True
+
+    def add_callback(self, callback) -> bool:
+        return False
+
+    def invocation_metadata(self):
+        return ()
 
     def set_trailing_metadata(self, metadata) -> None:
         pass
@@ -247,7 +563,7 @@ def _inproc_steps(running, host: str, nics: int):
 
     servicer = running.backend.servicer
     instance = rig_mod.new_instance(host)
-    vifs = rig_mod.network_info(nics)
+    vifs = rig_mod.network_info(running.inventory['vswitches'], nics)
     ids = {'host': host, 'instance_uuid': instance.uuid}
     flavor = translate.flavor(instance)
     state = {}
@@ -308,30 +624,38 @@ def _bare_grpcio(latency: float, repeats: int) -> dict:
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port('127.0.0.1:0')
     server.start()
-    channel = grpc.insecure_channel(f'127.0.0.1:{port}')
-    stub = health_pb2_grpc.HealthStub(channel)
-    request = health_pb2.HealthCheckRequest()
-    stub.Check(request, timeout=30)
     slot: dict[str, list] = {'grpc': [], 'in_process': []}
-    for _ in range(repeats):
-        for path, call in (
-            ('grpc', lambda: stub.Check(request, timeout=30)),
-            ('in_process', lambda: servicer.Check(request, None)),
-        ):
-            started = time.perf_counter()
-            call()
-            slot[path].append(time.perf_counter() - started)
-    channel.close()
-    server.stop(0)
+    channel = grpc.insecure_channel(f'127.0.0.1:{port}')
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest()
+        stub.Check(request, timeout=30)
+        for _ in range(repeats):
+            for path, call in (
+                ('grpc', lambda: stub.Check(request, timeout=30)),
+                ('in_process', lambda: servicer.Check(request, None)),
+            ):
+                started = time.perf_counter()
+                call()
+                slot[path].append(time.perf_counter() - started)
+    finally:
+        channel.close()
+        server.stop(0).wait()
     return slot
 
 
-def grpc_hop(latency: float = 0.02, job_delay: float = 0.05, repeats: int = 5) -> dict:
-    """Scenario 3: each operation through the driver over gRPC vs in-process."""
-    meter = Meter(latency=latency, job_delay=job_delay)
+def grpc_hop(
+    profile: str = '2.15.0', latency: float = 0.02, job_seconds: float = 0.05, repeats: int = 5
+) -> dict:
+    """Each operation through the driver over gRPC vs the servicer called in-process."""
     host = 'hop'
     times: dict[str, dict[str, list]] = {}
-    with rig_mod.rig([HostDef(host)], meter) as running:
+    settings = {'start_seconds': job_seconds, 'stop_seconds': job_seconds, 'latency': latency}
+    inventory = hmc_mod.inventory(hmc_mod.definition(profile), hmc_mod.VHBA_CPC)
+    with (
+        hmc_mod.simulator(profile, **settings) as served,
+        rig_mod.rig(served, inventory, [HostDef(host)], {'hmc': FAST_JOBS}) as running,
+    ):
         driver = running.drivers[host]
         for repeat in range(repeats):
             _, over_grpc = _lifecycle_steps(running, driver, host, 1)
@@ -346,7 +670,7 @@ def grpc_hop(latency: float = 0.02, job_delay: float = 0.05, repeats: int = 5) -
         # expired (one HMC request), and as Nova mostly meets it (answered
         # from the snapshot when the backend has one).
         instance = rig_mod.new_instance(host)
-        rig_mod.boot(driver, instance, 1)
+        rig_mod.boot(driver, instance, inventory['vswitches'], 1)
         from dpm_api.v1 import dpm_host_pb2 as pb
 
         request = pb.GetInstanceInfoRequest(host=host, instance_uuid=instance.uuid)
@@ -364,8 +688,15 @@ def grpc_hop(latency: float = 0.02, job_delay: float = 0.05, repeats: int = 5) -
                     )
                 )
         driver.destroy(None, instance, None)
+        rejected = len(hmc_mod.rejected(served.sim.requests()))
     cheap['bare_grpcio'] = _bare_grpcio(latency, repeats * 6)
-    result = {'latency_ms': latency * 1000, 'job_delay_ms': job_delay * 1000, 'operations': {}}
+    result = {
+        'profile': profile,
+        'latency_ms': latency * 1000,
+        'job_ms': job_seconds * 1000,
+        'rejected': rejected,
+        'operations': {},
+    }
     for name, slot in {**times, **cheap}.items():
         grpc_ms = _median(slot['grpc']) * 1000
         direct_ms = _median(slot['in_process']) * 1000
@@ -376,6 +707,9 @@ def grpc_hop(latency: float = 0.02, job_delay: float = 0.05, repeats: int = 5) -
             'ratio': round(grpc_ms / direct_ms, 4) if direct_ms else None,
         }
     return result
+
+
+# --- Scenario 5: many hosts -----------------------------------------------------------------------
 
 
 class _Prober:
@@ -393,21 +727,31 @@ class _Prober:
             text=True,
         )
         if self._process.stdout.readline().strip() != 'ready':
+            self._process.kill()
+            self._process.wait(timeout=10)
             raise RuntimeError('the probe process did not start')
         self.rows: list = []
+        self.errors: list = []
 
     def finish(self) -> None:
         import json
 
         self._process.stdin.close()
         self._process.wait(timeout=60)
-        self.rows = json.loads(self._output.read_text())
+        self._process.stdout.close()
+        measured = json.loads(self._output.read_text())
+        self.rows, self.errors = measured['rows'], measured['errors']
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
 
     def latencies(self, kind: str, start: float, end: float) -> list[float]:
         return [took for k, started, took in self.rows if k == kind and start <= started < end]
 
 
-def _storm(running, hosts: list[str], per_host: int, nics: int) -> tuple[float, list]:
+def _storm(running, vswitches, hosts: list[str], per_host: int, nics: int):
     jobs = [(h, rig_mod.new_instance(h)) for h in hosts for _ in range(per_host)]
     started = time.perf_counter()
     with futures.ThreadPoolExecutor(len(jobs)) as pool:
@@ -415,13 +759,28 @@ def _storm(running, hosts: list[str], per_host: int, nics: int) -> tuple[float, 
             pool.map(
                 lambda job: (
                     job[1],
-                    rig_mod.boot(running.drivers[job[0]], job[1], nics, seed=hash(job[1].uuid)),
+                    rig_mod.boot(
+                        running.drivers[job[0]], job[1], vswitches, nics, seed=hash(job[1].uuid)
+                    ),
                 ),
                 jobs,
             )
         )
     elapsed = time.perf_counter() - started
     return elapsed, booted
+
+
+def _cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one without ``pid``)."""
+    import os
+
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    with open(f'/proc/{pid}/stat', encoding='ascii') as stream:
+        fields = stream.read().rpartition(')')[2].split()
+    # utime and stime are fields 14 and 15 of stat(5); 'fields' starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def _destroy_all(running, booted) -> None:
@@ -443,41 +802,58 @@ def _ms(values) -> dict:
 
 
 def many_hosts(
+    profile: str = '2.15.0',
     hosts: int = 8,
     per_host: int = 8,
     latency: float = 0.02,
-    job_delay: float = 0.05,
+    job_seconds: float = 0.05,
     repeats: int = 3,
 ) -> dict:
-    """Scenario 4: 8 hosts x 8 concurrent boots through one backend (its own process)."""
+    """8 hosts x 8 concurrent boots through one backend; HMC, backend and probe in own processes."""
     defs = [HostDef(f'storm{i}') for i in range(hosts)]
     names = [h.name for h in defs]
     options = {
         'hmc': {'pool_size': 8},
         'backend': {'max_concurrent_operations': hosts * per_host + 16},
     }
+    settings = {'start_seconds': job_seconds, 'stop_seconds': job_seconds, 'latency': latency}
+    inventory = hmc_mod.inventory(hmc_mod.definition(profile), hmc_mod.VHBA_CPC)
+    vswitches = inventory['vswitches']
     workdir = pathlib.Path(tempfile.mkdtemp(prefix='dpm-bench-probe-'))
-    with rig_mod.served(defs, latency, job_delay, options) as running:
-        # The watched instance, read by a process of its own.
-        watched = rig_mod.new_instance(names[0])
-        watched_vifs = rig_mod.boot(running.drivers[names[0]], watched, 1)
-        prober = _Prober(running.address, names[0], watched.uuid, workdir)
-        idle_start = time.monotonic()
-        time.sleep(IDLE_SECONDS)
-        idle_end = time.monotonic()
-        singles, storms, windows = [], [], []
-        for _ in range(repeats):
-            single, booted = _storm(running, names[1:2], per_host, 1)
-            _destroy_all(running, booted)
-            singles.append(single)
-            start = time.monotonic()
-            storm, booted = _storm(running, names, per_host, 1)
-            windows.append((start, time.monotonic()))
-            storms.append(storm)
-            _destroy_all(running, booted)
-        prober.finish()
-        running.drivers[names[0]].destroy(None, watched, watched_vifs)
-    shutil.rmtree(workdir, ignore_errors=True)
+    prober = None
+    try:
+        with hmc_mod.simulator_process(profile, **settings) as sim:
+            with rig_mod.served(sim, inventory, defs, options) as running:
+                # The watched instance, read by a process of its own.
+                watched = rig_mod.new_instance(names[0])
+                watched_vifs = rig_mod.boot(running.drivers[names[0]], watched, vswitches, 1)
+                prober = _Prober(running.address, names[0], watched.uuid, workdir)
+                idle_start = time.monotonic()
+                time.sleep(IDLE_SECONDS)
+                idle_end = time.monotonic()
+                singles, storms, windows = [], [], []
+                pids = {'hmc_sim': sim.process.pid, 'backend': running.process.pid}
+                cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                cpu_before['drivers'] = _cpu_seconds()
+                for _ in range(repeats):
+                    single, booted = _storm(running, vswitches, names[1:2], per_host, 1)
+                    _destroy_all(running, booted)
+                    singles.append(single)
+                    start = time.monotonic()
+                    storm, booted = _storm(running, vswitches, names, per_host, 1)
+                    windows.append((start, time.monotonic()))
+                    storms.append(storm)
+                    _destroy_all(running, booted)
+                cpu = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                cpu['drivers'] = _cpu_seconds()
+                prober.finish()
+                running.drivers[names[0]].destroy(None, watched, watched_vifs)
+            records = sim.requests()
+            sessions = sim.session_counts()['userids'].get(hmc_mod.USERID, {})
+    finally:
+        if prober is not None:
+            prober.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
     idle_info = prober.latencies('get_info', idle_start, idle_end)
     idle_health = prober.latencies('health', idle_start, idle_end)
     storm_info = [x for w in windows for x in prober.latencies('get_info', *w)]
@@ -485,18 +861,30 @@ def many_hosts(
     single, storm = _median(singles), _median(storms)
     report = running.report
     return {
+        'profile': profile,
         'latency_ms': latency * 1000,
-        'job_delay_ms': job_delay * 1000,
+        'job_ms': job_seconds * 1000,
         'hosts': hosts,
         'boots_per_host': per_host,
         'repeats': repeats,
         'single_host_s': round(single, 3),
         'all_hosts_s': round(storm, 3),
         'ratio_all_vs_single': round(storm / single, 2),
-        **{
-            k: report.get(k)
-            for k in ('pool_size', 'sessions_opened', 'logons', 'logoffs', 'requests')
-        },
+        'pool_size': report.get('pool_size'),
+        'sessions_opened': report.get('sessions_opened'),
+        'logons': sessions.get('logons'),
+        'logoffs': sessions.get('logoffs'),
+        'hmc_requests': len(records),
+        'seam_requests': report.get('seam_requests'),
+        'rejected': hmc_mod.describe(hmc_mod.rejected(records))[:20],
+        'rejected_count': len(hmc_mod.rejected(records)),
+        # Reads of the watched instance (which always exists) that failed.
+        'probe_errors': [f'{kind}: {error}' for kind, _, error in prober.errors][:20],
+        'probe_error_count': len(prober.errors),
         'get_info': {'idle': _ms(idle_info), 'storm': _ms(storm_info)},
         'health': {'idle': _ms(idle_health), 'storm': _ms(storm_health)},
+        # CPU seconds each process used over the boots (single and all hosts):
+        # the simulator shares this machine's cores, where an HMC would not.
+        'cpu_s': {name: round(cpu[name] - cpu_before[name], 1) for name in cpu},
+        'boots_s': round(sum(singles) + sum(storms), 1),
     }

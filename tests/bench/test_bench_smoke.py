@@ -1,67 +1,271 @@
-"""`make bench` in its quick form: it runs, it counts, and the counts meet the targets.
+"""`make bench` in its quick form: it runs, it counts, and the counts meet the budgets.
 
-Benchmarks are not timed tests: nothing here asserts seconds. The quick run
-has no injected latency and measures HMC requests per Nova operation and per
-power-sync cycle, through the real driver over gRPC on the mock HMC.
+Benchmarks are not timed tests: nothing here asserts seconds (the wait
+overhead beyond HMC jobs is judged by the full `make bench` only). The quick
+run measures HMC requests per Nova operation and per power-sync cycle,
+through the real driver over gRPC and a real zhmcclient Session over HTTPS,
+on dpm-hmc-sim's HMC 2.14.1, 2.15.0 and 2.16.0; the counts are what reached
+the simulator.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 
 from bench import __main__ as bench_main
+from bench import hmc as hmc_mod
+from bench import keys
+from bench import report
 from bench import run
+from bench.meter import Counts
 from bench.meter import Meter
 from bench.meter import kind_of
 from bench.meter import uri_class
+
+VHBA_PROFILES = ('2.14.1', '2.15.0')
+
+
+def _children() -> set[int]:
+    """Processes this test process started that are still running (or not reaped)."""
+    pids = set()
+    for task in os.listdir('/proc/self/task'):
+        with open(f'/proc/self/task/{task}/children', encoding='ascii') as stream:
+            pids.update(int(pid) for pid in stream.read().split())
+    return pids
+
+
+def _simulator_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith('hmc-sim')}
 
 
 @pytest.fixture(scope='module')
 def results(tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp('bench') / 'results.json'
+    children, threads = _children(), _simulator_threads()
     assert bench_main.main(['--quick', '--output', str(output)]) == 0
+    # Every simulator, backend and process the run started is gone (other
+    # tests' simulators may live on in this process).
+    assert _children() <= children
+    assert _simulator_threads() <= threads
     return json.loads(output.read_text())
+
+
+# --- the pieces, without a run ------------------------------------------------------------
 
 
 def test_uri_classes_hide_ids_and_keep_query_keys():
     uri = '/api/partitions/7c1d2e3f-8a9b-4c0d-9e1f-2a3b4c5d6e01/nics/8001?properties=status'
     assert uri_class('GET', uri) == 'GET /api/partitions/{id}/nics/{id}?properties'
     assert kind_of('GET', '/api/partitions/7c1d2e3f-8a9b?properties=status') == 'polling'
+    assert kind_of('GET', '/api/jobs/a523f4a26b114a55') == 'polling'
+    assert kind_of('DELETE', '/api/jobs/a523f4a26b114a55') == 'polling'
     assert kind_of('POST', '/api/sessions') == 'session'
     assert kind_of('POST', '/api/partitions/x/operations/start') == 'work'
 
 
-def test_meter_counts_and_delays_job_operations():
-    meter = Meter(latency=0, job_delay=0)
+def test_meter_counts_what_passes_the_seam():
+    meter = Meter()
     assert meter('POST', '/api/partitions/x/operations/start', lambda: 'done') == 'done'
-    assert meter.take().work == 1
+    counts = meter.take()
+    assert (counts.work, counts.total) == (1, 1)
+    assert meter.take().total == 0
 
 
-def test_every_operation_is_counted(results):
-    for key, ops in results['requests_per_operation'].items():
-        for op, counts in ops.items():
-            assert counts['work'] + counts['polling'] >= 1, (key, op)
+@pytest.mark.parametrize(
+    ('key', 'numbers'),
+    [('n1_m1', (1, 1)), ('n4_m4', (4, 4)), ('n12_m4', (12, 4)), ('n1_m10', (1, 10))],
+)
+def test_result_keys_round_trip(key, numbers):
+    assert keys.parse(key) == numbers
+    assert keys.key(*numbers) == key
+
+
+@pytest.mark.parametrize('key', ['n1m1', 'n_m1', 'n1_m', 'x1_m1', 'n1_m1_', 'n-1_m1', '1_1'])
+def test_malformed_result_keys_are_refused(key):
+    with pytest.raises(ValueError):
+        keys.parse(key)
+
+
+def test_report_and_targets_read_multi_digit_keys():
+    """A run with 12 NICs and 10 vHBAs: the table and the budget use the real numbers."""
+    op = {'work': 1, 'polling': 0, 'total': 1, 'rejected': 0, 'seam_differs': 0, 'by_class': {}}
+    per_op = {
+        keys.key(nics, vhbas): {
+            'nics': nics,
+            'vhbas': vhbas,
+            'operations': {
+                name: dict(op, work=5 + nics + vhbas if name == 'spawn' else 1)
+                for name in run.scenarios.OPERATIONS
+            },
+        }
+        for nics, vhbas in ((1, 1), (12, 10), (2, 10))
+    }
+    data = {
+        'cpc': 'CPCZ13',
+        'api_version': '3.4',
+        'lifecycle': True,
+        'requests_per_operation': per_op,
+        'spawn_cold': {
+            'nics': 4,
+            'vswitches': 3,
+            'work': 14,
+            'polling': 2,
+            'nic_gets': 0,
+            'vswitch_gets': 0,
+            'vswitch_lists': 1,
+        },
+    }
+    judged = run._lifecycle_targets('2.15.0', data)
+    assert judged['2.15.0 spawn_requests']['met']
+    assert judged['2.15.0 spawn_requests']['measured'] == {'n1_m1': 7, 'n12_m10': 27, 'n2_m10': 17}
+    lines = report._requests_per_operation('2.15.0', data)
+    header = next(line for line in lines if line.startswith('| operation'))
+    assert header == '| operation | n=1 m=1 | n=2 m=10 | n=12 m=10 |'
+    per_op['n12_m10']['operations']['spawn']['work'] = 28
+    assert not run._lifecycle_targets('2.15.0', data)['2.15.0 spawn_requests']['met']
+
+
+def test_counts_of_simulator_records_count_rejections():
+    class Record:
+        def __init__(self, method, uri, status):
+            self.method, self.uri, self.status = method, uri, status
+
+    counts = Counts.of_records(
+        [Record('GET', '/api/cpcs/1/partitions', 200), Record('GET', '/api/partitions/1', 400)]
+    )
+    assert (counts.total, counts.rejected) == (2, 1)
+
+
+# --- the quick run ------------------------------------------------------------------------
+
+
+def test_every_profile_ran(results):
+    assert set(results['profiles']) == set(hmc_mod.PROFILES)
+    for profile in VHBA_PROFILES:
+        assert results['profiles'][profile]['lifecycle'], profile
+    assert not results['profiles']['2.16.0']['lifecycle']
+    for profile, data in results['profiles'].items():
+        assert data['hmc_version'] == profile
+        assert data['hmc_requests'] > 0, profile
+
+
+def test_no_request_was_rejected_by_the_hmc(results):
+    for profile, data in results['profiles'].items():
+        assert data['rejected']['count'] == 0, (profile, data['rejected'])
+
+
+def test_every_operation_is_counted_and_reached_the_hmc_once(results):
+    for profile in VHBA_PROFILES:
+        for key, entry in results['profiles'][profile]['requests_per_operation'].items():
+            assert (entry['nics'], entry['vhbas']) == keys.parse(key)
+            for op, counts in entry['operations'].items():
+                assert counts['work'] + counts['polling'] >= 1, (profile, key, op)
+                assert counts['seam_differs'] == 0, (profile, key, op)
+                assert counts['rejected'] == 0, (profile, key, op)
 
 
 def test_spawn_costs_at_most_5_plus_n_plus_m_requests(results):
-    for key, ops in results['requests_per_operation'].items():
-        nics, vhbas = int(key[1]), int(key[4])
-        assert ops['spawn']['work'] <= 5 + nics + vhbas, (key, ops['spawn'])
+    for profile in VHBA_PROFILES:
+        for key, entry in results['profiles'][profile]['requests_per_operation'].items():
+            spawn = entry['operations']['spawn']
+            assert spawn['work'] <= 5 + entry['nics'] + entry['vhbas'], (profile, key, spawn)
+
+
+def test_spawn_reads_no_nic_and_no_known_virtual_switch(results):
+    for profile in VHBA_PROFILES:
+        for key, entry in results['profiles'][profile]['requests_per_operation'].items():
+            reads = run.scenarios.device_reads(entry['operations']['spawn']['by_class'])
+            assert reads == {'nic_gets': 0, 'vswitch_gets': 0, 'vswitch_lists': 0}, (
+                profile,
+                key,
+            )
+        assert results['profiles'][profile]['spawn_cold']['nic_gets'] == 0, profile
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='backend: on HMC 2.14.1/2.15.0 the first spawn that meets a virtual switch lists '
+    "the CPC's virtual switches and GETs that one, again for each further unseen switch "
+    '(4 NICs on 3 switches: 3 lists + 3 GETs; HMC 2.16 needs 1 list, no GET)',
+)
+def test_first_spawn_reads_virtual_switches_no_more_than_on_2_16(results):
+    for profile in VHBA_PROFILES:
+        cold = results['profiles'][profile]['spawn_cold']
+        assert cold['vswitch_gets'] == 0, (profile, cold)
+        assert cold['vswitch_lists'] <= 1, (profile, cold)
 
 
 def test_destroy_and_power_operations_cost_a_handful(results):
-    for ops in results['requests_per_operation'].values():
-        for op in ('destroy', 'power_off', 'power_on', 'power_on_from_paused', 'reboot'):
-            assert ops[op]['work'] <= run.HANDFUL, (op, ops[op])
+    for profile in VHBA_PROFILES:
+        for entry in results['profiles'][profile]['requests_per_operation'].values():
+            for op in run.SMALL:
+                counts = entry['operations'][op]
+                assert counts['work'] <= run.HANDFUL, (profile, op, counts)
+
+
+def test_a_job_that_ended_at_once_is_checked_once(results):
+    """Jobs of the quick run end at their 202: one status check and one delete each."""
+    jobs = {
+        'spawn': 1,
+        'power_off': 1,
+        'power_on': 1,
+        'power_on_from_paused': 2,
+        'reboot': 2,
+        'destroy': 1,
+    }
+    for profile in VHBA_PROFILES:
+        for key, entry in results['profiles'][profile]['requests_per_operation'].items():
+            for op, count in jobs.items():
+                by_class = entry['operations'][op]['by_class']
+                assert by_class.get('GET /api/jobs/{id}') == count, (profile, key, op, by_class)
+                assert by_class.get('DELETE /api/jobs/{id}') == count, (profile, key, op)
 
 
 def test_power_sync_cycle_does_not_grow_with_partitions(results):
-    one = results['power_sync']['1_host']
-    assert one['0']['requests'] == one['20']['requests'], one
+    for profile, data in results['profiles'].items():
+        for label, entry in data['power_sync'].items():
+            steady = {size['requests'] for size in entry['sizes'].values()}
+            assert len(steady) == 1, (profile, label, entry['sizes'])
 
 
-def test_hosts_sharing_a_cpc_share_one_request_per_cycle(results):
-    for size in results['power_sync']['8_hosts'].values():
-        assert size['requests'] <= 1, size
+def test_below_2_16_the_reads_cost_one_request_per_cpc_per_cycle(results):
+    """The issue's budget, on the HMC versions without additional-properties."""
+    for profile in VHBA_PROFILES:
+        for label, entry in results['profiles'][profile]['power_sync'].items():
+            for size, cycle in entry['sizes'].items():
+                assert cycle['requests'] == 1, (profile, label, size, cycle)
+                assert cycle['rejected'] == 0, (profile, label, size)
+            for rpc, reads in entry['reads'].items() if 'reads' in entry else ():
+                assert reads['facts_cached'] == 1, (profile, label, rpc, reads)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='backend: CPC facts live [hmc] cpc_cache_ttl (60 s), no longer than the interval '
+    "of Nova's resource tracker (60 s): a cycle that finds them expired GETs the CPC again, "
+    '2 requests per CPC per cycle',
+)
+def test_below_2_16_a_cycle_after_cpc_cache_ttl_costs_one_request_per_cpc(results):
+    for profile in VHBA_PROFILES:
+        for label, entry in results['profiles'][profile]['power_sync'].items():
+            for size, cycle in entry['sizes'].items():
+                assert cycle['facts_expired'] == 1, (profile, label, size, cycle)
+
+
+def test_reads_on_2_16_cost_one_request_per_cpc_per_cycle(results):
+    for label, entry in results['profiles']['2.16.0']['power_sync'].items():
+        for size, cycle in entry['sizes'].items():
+            assert cycle['requests'] == 1, (label, size, cycle)
+            # Sizes come with the list: nothing more after partitions appeared.
+            assert cycle['first'] == 1, (label, size, cycle)
+
+
+def test_the_table_names_every_profile(results):
+    text = report.table(results)
+    for profile in hmc_mod.PROFILES:
+        assert f'HMC {profile}' in text
+    assert 'n=4 m=4' in text
