@@ -10,10 +10,15 @@ number: the HMC assigns them.)
 Required of every case: never INTERNAL or UNKNOWN; a request the contract
 calls invalid (an oracle below restates the rules without the backend's
 validation code) is refused with INVALID_ARGUMENT, NOT_FOUND or
-RESOURCE_EXHAUSTED and makes no HMC request; no partition is created or
-changed by a failed call; the server keeps serving. The in-process servicer
-runs most cases; a smaller run goes over the real unix socket (and through
-the token interceptor). The number of cases is printed at the end of the run.
+RESOURCE_EXHAUSTED and makes no HMC request; a valid one succeeds or fails
+only for a state of the HMC that STATE_FAILURES names (no partition, capacity,
+the classic or the storage-group CPC, a boot volume not reaching the vHBAs);
+no partition is created or changed by a failed call; the server keeps
+serving. A third of the cases are built valid, half of those for an instance
+prepared first, so that each RPC has a floor of valid cases and of accepted
+ones. The in-process servicer runs most cases; a smaller run goes over the
+real unix socket (and through the token interceptor). The number of cases is
+printed at the end of the run.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from dpmtest import pristine
 from dpmtest import snapshot
 from dpmtest import wait_for
 from dpmtest import write_config
+from google.rpc import error_details_pb2
+from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
 from hypothesis import HealthCheck
@@ -39,6 +46,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from dpm_api.v1 import contract
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend.server import Backend
@@ -189,7 +197,8 @@ uint64 = st.one_of(
 )
 flavors = st.builds(pb.Flavor, vcpus=uint32, memory_mb=uint64)
 vif_types = st.one_of(
-    st.just('dpm_vswitch'), hostile('dpm_vswitch', 'ovs', 'bridge', 'hw_veb', long_text=False)
+    st.just(contract.DPM_VSWITCH),
+    hostile(contract.DPM_VSWITCH, 'ovs', 'bridge', 'hw_veb', long_text=False),
 )
 
 
@@ -262,7 +271,7 @@ def instance_requests(request_type) -> st.SearchStrategy:
     )
 
 
-REQUESTS = {
+HOSTILE = {
     'GetHostStatus': st.builds(pb.GetHostStatusRequest, host=host_names),
     'ListInstances': st.builds(pb.ListInstancesRequest, host=host_names),
     'GetInstanceInfo': instance_requests(pb.GetInstanceInfoRequest),
@@ -273,6 +282,79 @@ REQUESTS = {
     'PowerOff': instance_requests(pb.PowerOffRequest),
     'PowerOn': instance_requests(pb.PowerOnRequest),
     'Reboot': instance_requests(pb.RebootRequest),
+}
+
+# --- Requests valid by the contract (a third of the cases) ---
+# The hostile strategies above rarely hit a valid request (a Spawn almost never):
+# these build valid ones on purpose, so that a validator refusing valid input fails.
+
+served_hosts = st.sampled_from(HOSTS)
+# Mostly unknown instances; CPC10_UUID is host cpc10's partition (read-only methods).
+valid_uuids = st.one_of(canonical_uuids, st.just(CPC10_UUID))
+valid_flavors = st.one_of(
+    st.builds(pb.Flavor, vcpus=st.integers(1, 4), memory_mb=st.sampled_from([1, 512, 2048])),
+    st.builds(pb.Flavor, vcpus=st.integers(1, 512), memory_mb=st.integers(1, 64 * 1024 * 1024)),
+)
+# Unicast, locally administered: the low two bits of the first octet are 10.
+local_macs = st.binary(min_size=6, max_size=6).map(
+    lambda b: ':'.join(f'{x:02x}' for x in bytes([b[0] & 0xFC | 0x02]) + b[1:])
+)
+valid_nics = st.builds(
+    pb.Nic,
+    port_id=canonical_uuids,
+    mac=local_macs,
+    vif_type=st.just(contract.DPM_VSWITCH),
+    vswitch_object_id=st.sampled_from(VSWITCHES),
+)
+valid_wwpns = st.one_of(
+    st.binary(min_size=8, max_size=8).map(bytes.hex),
+    st.binary(min_size=8, max_size=8).map(lambda b: '0x' + b.hex().upper()),
+)
+valid_boot_volumes = st.builds(
+    pb.FcBootVolume,
+    target_lun=st.integers(0, 0xFFFFFFFF),
+    initiator_target_map=st.lists(
+        st.builds(
+            pb.InitiatorTargets,
+            initiator_wwpn=valid_wwpns,
+            target_wwpns=st.lists(valid_wwpns, min_size=1, max_size=4),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+
+
+def valid_instance_requests(request_type) -> st.SearchStrategy:
+    return st.builds(request_type, host=served_hosts, instance_uuid=valid_uuids)
+
+
+VALID = {
+    'GetHostStatus': st.builds(pb.GetHostStatusRequest, host=served_hosts),
+    'ListInstances': st.builds(pb.ListInstancesRequest, host=served_hosts),
+    'GetInstanceInfo': valid_instance_requests(pb.GetInstanceInfoRequest),
+    'GetVolumeConnector': valid_instance_requests(pb.GetVolumeConnectorRequest),
+    'PrepareInstance': st.builds(
+        pb.PrepareInstanceRequest,
+        host=served_hosts,
+        instance_uuid=canonical_uuids,
+        flavor=valid_flavors,
+    ),
+    'Spawn': st.builds(
+        pb.SpawnRequest,
+        host=served_hosts,
+        instance_uuid=canonical_uuids,
+        flavor=valid_flavors,
+        nics=st.lists(valid_nics, max_size=contract.MAX_NICS, unique_by=lambda n: n.port_id),
+        boot_volume=valid_boot_volumes,
+    ),
+    'Destroy': valid_instance_requests(pb.DestroyRequest),
+    'PowerOff': valid_instance_requests(pb.PowerOffRequest),
+    'PowerOn': valid_instance_requests(pb.PowerOnRequest),
+    'Reboot': valid_instance_requests(pb.RebootRequest),
+}
+REQUESTS = {
+    method: st.one_of(HOSTILE[method], HOSTILE[method], VALID[method]) for method in HOSTILE
 }
 
 # --- The oracle: is a request valid by the contract? ---
@@ -306,7 +388,7 @@ def _wwpn_ok(value: str) -> bool:
 
 def _nic_ok(nic: pb.Nic) -> bool:
     return (
-        nic.vif_type == 'dpm_vswitch'
+        nic.vif_type == contract.DPM_VSWITCH
         and not nic.HasField('vlan')
         and _uuid_ok(nic.port_id)
         and _uuid_ok(nic.vswitch_object_id)
@@ -338,7 +420,7 @@ def valid(method: str, request) -> bool:
     volume = request.boot_volume
     return (
         _flavor_ok(request)
-        and len(request.nics) <= 12
+        and len(request.nics) <= contract.MAX_NICS
         and all(_nic_ok(nic) for nic in request.nics)
         and len(set(ports)) == len(ports)
         and request.HasField('boot_volume')
@@ -361,6 +443,35 @@ REFUSALS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 MUTATING = {'Destroy', 'PowerOff', 'PowerOn', 'Reboot', 'PrepareInstance', 'Spawn'}
+ON_AN_INSTANCE = {'GetInstanceInfo', 'GetVolumeConnector', 'PowerOff', 'PowerOn', 'Reboot'}
+VHBA_HOSTS = {'cpc1', 'cpc10'}  # z13: vHBAs; z14host has storage groups; classic is not DPM
+DPM_HOSTS = {*VHBA_HOSTS, 'z14host'}
+ANY = None
+
+# The only failures of a valid request: the state of the HMC, never the request.
+# (code, ErrorInfo reason) -> (the methods, the hosts) it may answer; ANY: all of them.
+STATE_FAILURES = {
+    # No partition for the instance (Destroy succeeds instead: it is idempotent).
+    (grpc.StatusCode.NOT_FOUND, 'INSTANCE_NOT_FOUND'): (ON_AN_INSTANCE, ANY),
+    # The CPC subset (max_processors, max_memory) cannot hold the flavor.
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, 'HOST_CAPACITY_EXCEEDED'): (
+        {'PrepareInstance', 'Spawn'},
+        VHBA_HOSTS,
+    ),
+    # The classic-mode CPC: not in DPM mode, so its host fails its checks.
+    (grpc.StatusCode.FAILED_PRECONDITION, 'CPC_NOT_USABLE'): (ANY, {'classic'}),
+    (grpc.StatusCode.FAILED_PRECONDITION, 'HOST_NOT_READY'): (ANY, {'classic'}),
+    # The z14 manages FC storage with storage groups: no vHBA to create.
+    (grpc.StatusCode.FAILED_PRECONDITION, 'STORAGE_PATH_UNSUPPORTED'): (
+        {'PrepareInstance', 'Spawn'},
+        {'z14host'},
+    ),
+    # A virtual switch of another CPC than the host's.
+    (grpc.StatusCode.NOT_FOUND, 'HMC_OBJECT_NOT_FOUND'): ({'Spawn'}, {'z14host', 'classic'}),
+    # The boot volume's initiators are not the partition's vHBAs (unless prepared:
+    # then they are, see prepare()).
+    (grpc.StatusCode.FAILED_PRECONDITION, 'BOOT_VOLUME_UNUSABLE'): ({'Spawn'}, VHBA_HOSTS),
+}
 # Examples per RPC on the in-process servicer; the sum is the bulk of the count.
 EXAMPLES = {
     'GetHostStatus': 1000,
@@ -374,6 +485,10 @@ EXAMPLES = {
     'PowerOn': 900,
     'Reboot': 900,
 }
+# A third of the cases come from VALID: at least this share must be valid by the
+# oracle, and (where the HMC state allows it) some must succeed.
+VALID_SHARE = 0.2
+ACCEPTED_SHARE = 0.05  # measured: 0.1 to 0.5 per RPC
 SOCKET_EXAMPLES = 60  # per RPC, over the unix socket
 FUZZ = settings(
     deadline=None,
@@ -388,9 +503,16 @@ class Context:
     def __init__(self) -> None:
         self.code = grpc.StatusCode.OK
         self.details = ''
+        self.trailing: tuple = ()
 
     def time_remaining(self) -> float:
         return 10.0
+
+    def is_active(self) -> bool:
+        return True
+
+    def add_callback(self, callback) -> bool:
+        return True
 
     def set_trailing_metadata(self, metadata) -> None:
         self.trailing = metadata
@@ -402,6 +524,17 @@ class Context:
         self.details = details
 
 
+def reason_of(trailing) -> str:
+    """The ErrorInfo reason of a failed call's trailing metadata ('' if none)."""
+    for key, value in trailing or ():
+        if key == 'grpc-status-details-bin':
+            info = error_details_pb2.ErrorInfo()
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Unpack(info):
+                    return info.reason
+    return ''
+
+
 def names(hmc) -> set[str]:
     return {p.name for cpc in hmc.cpcs.list() for p in cpc.partitions.list()}
 
@@ -411,15 +544,54 @@ def owned_by_another(request) -> bool:
     return request.host == 'cpc10' and getattr(request, 'instance_uuid', '') == CPC10_UUID
 
 
-def judge(method, request, code, details, requests, hmc, before) -> None:
+def judge(method, request, code, reason, details, requests, hmc, before, prepared=False) -> None:
     """The properties every case must have; ``requests``: HMC requests it made."""
     assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (code, details)
     assert len(details) < 1000, 'an error message echoes unbounded input'
     if not valid(method, request):
         assert code in REFUSALS, (code, details)
         assert requests == 0, f'{requests} HMC requests for an invalid request ({details})'
+    elif code != grpc.StatusCode.OK:
+        # A valid request is accepted, or refused for the state of the HMC only.
+        methods, hosts = STATE_FAILURES.get((code, reason), ((), ()))
+        assert (methods is ANY or method in methods) and (hosts is ANY or request.host in hosts), (
+            f'valid {method} on {request.host} refused: {code.name} {reason}: {details}'
+        )
+        assert not (prepared and reason in ('INSTANCE_NOT_FOUND', 'BOOT_VOLUME_UNUSABLE')), (
+            f'{method} of a prepared instance: {code.name} {reason}: {details}'
+        )
     if code != grpc.StatusCode.OK:
         assert names(hmc) == before, 'a failed call left partitions behind'
+
+
+def prepare(servicer, message):
+    """PrepareInstance for a valid request's instance on a vHBA host; the request to send.
+
+    The partition then exists, and a Spawn's boot volume names its vHBAs as the
+    initiators (the targets of the first entry stay): the request stays valid,
+    and only the HMC state decides the outcome. None if nothing was prepared.
+    """
+    if message.host not in VHBA_HOSTS:
+        return None
+    context = Context()
+    reply = servicer.PrepareInstance(
+        pb.PrepareInstanceRequest(
+            host=message.host,
+            instance_uuid=message.instance_uuid,
+            flavor=pb.Flavor(vcpus=1, memory_mb=512),
+        ),
+        context,
+    )
+    assert context.code == grpc.StatusCode.OK, (context.code, context.details)
+    request = type(message)()
+    request.CopyFrom(message)
+    if isinstance(request, pb.SpawnRequest):
+        targets = list(request.boot_volume.initiator_target_map[0].target_wwpns)
+        del request.boot_volume.initiator_target_map[:]
+        request.boot_volume.initiator_target_map.extend(
+            pb.InitiatorTargets(initiator_wwpn=w, target_wwpns=targets) for w in reply.wwpns
+        )
+    return request
 
 
 @pytest.fixture(scope='module')
@@ -441,32 +613,74 @@ def test_hostile_requests_on_the_servicer(servicer, request, method):
     handler = getattr(backend.servicer, method)
     state = snapshot(hmc)
     ran = []
+    accepted = []
+    valid_hosts = set()
+    accepted_hosts = set()
 
     @settings(FUZZ, max_examples=EXAMPLES[method])
-    @given(message=REQUESTS[method])
-    def case(message):
+    @given(message=REQUESTS[method], prepared=st.booleans())
+    def case(message, prepared):
         if method in MUTATING:
             assume(not owned_by_another(message))
-        ran.append(valid(method, message))
-        before = names(hmc)
-        log.clear()
-        context = Context()
-        handler(message, context)
-        judge(method, message, context.code, context.details, log.count(), hmc, before)
-        if context.code == grpc.StatusCode.OK and method in ('PrepareInstance', 'Spawn'):
-            # A valid request may create its own partition; remove it again.
-            backend.servicer.Destroy(
-                pb.DestroyRequest(host=message.host, instance_uuid=message.instance_uuid),
-                Context(),
+        is_valid = valid(method, message)
+        ran.append(is_valid)
+        if is_valid:
+            valid_hosts.add(message.host)
+        start = names(hmc)
+        prepared = (
+            prepared
+            and is_valid
+            and method not in ('GetHostStatus', 'ListInstances')
+            and not owned_by_another(message)
+        )
+        try:
+            if prepared:
+                message = prepare(backend.servicer, message) or message
+                prepared = names(hmc) != start
+            before = names(hmc)
+            log.clear()
+            context = Context()
+            handler(message, context)
+            reason = reason_of(context.trailing)
+            judge(
+                method,
+                message,
+                context.code,
+                reason,
+                context.details,
+                log.count(),
+                hmc,
+                before,
+                prepared,
             )
-        assert names(hmc) == before
+            accepted.append(is_valid and context.code == grpc.StatusCode.OK)
+            if accepted[-1]:
+                accepted_hosts.add(message.host)
+        finally:
+            if names(hmc) != start:
+                # What the case created (a prepared or spawned partition): remove it again.
+                backend.servicer.Destroy(
+                    pb.DestroyRequest(host=message.host, instance_uuid=message.instance_uuid),
+                    Context(),
+                )
+        assert names(hmc) == start
 
     case()
     count_cases(request.config, 'fuzz: hostile requests, in-process servicer', len(ran))
     count_cases(
         request.config, 'fuzz: in-process cases valid by the oracle (reach the HMC)', sum(ran)
     )
+    count_cases(request.config, 'fuzz: in-process valid cases accepted', sum(accepted))
     assert len(ran) >= EXAMPLES[method] * 0.9
+    if method in ('GetHostStatus', 'ListInstances'):
+        # Few valid requests exist (one per host), and hypothesis does not repeat one.
+        assert valid_hosts == set(HOSTS), f'no valid case for {set(HOSTS) - valid_hosts}'
+        assert accepted_hosts >= DPM_HOSTS, f'refused for {DPM_HOSTS - accepted_hosts}'
+    else:
+        assert sum(ran) >= EXAMPLES[method] * VALID_SHARE, f'only {sum(ran)} valid cases'
+        # Prepared instances on the vHBA hosts: the HMC's state lets these succeed.
+        accepted_share = sum(accepted) / EXAMPLES[method]
+        assert accepted_share >= ACCEPTED_SHARE, f'only {sum(accepted)} valid cases accepted'
     assert snapshot(hmc) == state, 'an HMC object changed'
 
 
@@ -518,14 +732,15 @@ def test_hostile_requests_over_the_socket(on_socket, request, method):
         metadata = None if token is None else [('authorization', f'Bearer {token}')]
         try:
             call(message, timeout=10, metadata=metadata)
-            code, details = grpc.StatusCode.OK, ''
+            code, reason, details = grpc.StatusCode.OK, '', ''
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ''
+            reason = reason_of(exc.trailing_metadata())
         # Only cpc1 has a token here; the other hosts are open to every caller.
         if (message.host in HOSTS and message.host != 'cpc1') or (
             token == TOKEN and message.host == 'cpc1'
         ):
-            judge(method, message, code, details, log.count(), hmc, before)
+            judge(method, message, code, reason, details, log.count(), hmc, before)
         else:
             # Nothing else of the request is looked at: no token, no answer.
             want = (
