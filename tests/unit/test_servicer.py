@@ -6,6 +6,10 @@ talks to the mock HMC, so "zero HMC requests" is measured at the session seam.
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 import grpc_testing
 import pytest
@@ -16,6 +20,7 @@ from dpmtest import flavor
 from dpmtest import load_config
 from dpmtest import new_uuid
 from dpmtest import nic
+from dpmtest import wait_for
 from dpmtest import write_config
 from google.rpc import error_details_pb2
 from google.rpc import status_pb2
@@ -28,11 +33,12 @@ WWPN = 'c05076ffe5000001'
 TARGET = '500507680b2142e5'
 
 
-@pytest.fixture
-def harness(tmp_path, hmc_sim):
-    config = load_config(write_config(tmp_path / 'b.conf', tmp_path / 'unused.sock', hmc=hmc_sim))
+def _harness(tmp_path, hmc_sim, extra=None, interceptors=()):
+    config = load_config(
+        write_config(tmp_path / 'b.conf', tmp_path / 'unused.sock', extra=extra, hmc=hmc_sim)
+    )
     log = RequestLog()
-    backend = Backend(config, interceptors=[log])
+    backend = Backend(config, interceptors=[log, *interceptors])
     server = grpc_testing.server_from_dictionary(
         {SERVICE: backend.servicer}, grpc_testing.strict_real_time()
     )
@@ -43,8 +49,14 @@ def harness(tmp_path, hmc_sim):
         return response, dict(trailing), code, details
 
     call.backend = backend
+    return call, log
+
+
+@pytest.fixture
+def harness(tmp_path, hmc_sim):
+    call, log = _harness(tmp_path, hmc_sim)
     yield call, log
-    backend.pool.close()
+    call.backend.pool.close()
 
 
 def error_info(trailing: dict) -> error_details_pb2.ErrorInfo:
@@ -219,20 +231,60 @@ def test_prepare_and_info_through_the_servicer(harness):
     assert log.requests == [('GET', f'/api/cpcs/{INVENTORY["z13"]}/partitions')]
 
 
-def test_calls_beyond_the_concurrency_limit_are_shed_without_hmc_requests(harness):
-    call, log = harness
-    slots = call.backend.servicer._slots
-    taken = 0
-    while slots.acquire(blocking=False):  # as operations in flight would
-        taken += 1
+class Gate:
+    """Interceptor that holds every HMC request until opened; counts the arrivals."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+
+    def __call__(self, method, uri, proceed):
+        with self._lock:
+            self.arrived += 1
+        self._open.wait(10)
+        return proceed()
+
+    def open(self) -> None:
+        self._open.set()
+
+
+def test_calls_beyond_the_concurrency_limit_are_shed_without_hmc_requests(tmp_path, hmc_sim):
+    limit = 3
+    gate = Gate()
+    call, _ = _harness(
+        tmp_path,
+        hmc_sim,
+        extra={'backend': {'max_concurrent_operations': limit}, 'hmc': {'pool_size': limit + 1}},
+        interceptors=[gate],
+    )
+    # Changing calls, each for an instance of its own: `limit` of them at once.
+    requests = [pb.PowerOffRequest(host='cpc1', instance_uuid=new_uuid()) for _ in range(limit)]
     try:
-        _, trailing, code, _ = call('ListInstances', pb.ListInstancesRequest(host='cpc1'))
+        with ThreadPoolExecutor(limit) as pool:
+            try:
+                held = [pool.submit(call, 'PowerOff', request) for request in requests]
+                # Each one is inside the backend, held at its first HMC request.
+                wait_for(lambda: gate.arrived == limit, timeout=5)
+                started = time.monotonic()
+                beyond = pb.PowerOffRequest(host='cpc1', instance_uuid=new_uuid())
+                _, trailing, code, _ = call('PowerOff', beyond, 5)
+                shed_after = time.monotonic() - started
+                arrived = gate.arrived
+            finally:
+                gate.open()
+            results = [future.result(timeout=10) for future in held]
+        # The call beyond the limit is shed at once, before any HMC request...
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(trailing).reason == 'BACKEND_BUSY'
+        assert shed_after < 1
+        assert arrived == limit
+        # ...and every call within it was carried out (their instances have no partition).
+        for _, trailing, code, details in results:
+            assert code == grpc.StatusCode.NOT_FOUND, details
+            assert error_info(trailing).reason == 'INSTANCE_NOT_FOUND'
+        # Once they are done, a new call is accepted.
+        _, _, code, details = call('PowerOff', beyond)
+        assert code == grpc.StatusCode.NOT_FOUND, details
     finally:
-        for _ in range(taken):
-            slots.release()
-    assert taken == 16
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert error_info(trailing).reason == 'BACKEND_BUSY'
-    assert log.requests == []
-    _, _, code, _ = call('ListInstances', pb.ListInstancesRequest(host='cpc1'))
-    assert code == grpc.StatusCode.OK
+        call.backend.pool.close()
