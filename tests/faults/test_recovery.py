@@ -135,6 +135,28 @@ def config(tmp_path_factory, served):
     return load_config(write_config(tmp / 'b.conf', tmp / 'b.sock', hosts, hmc=served))
 
 
+def slots_config(tmp_path, served, slots: int):
+    """The module's config with ``slots`` concurrent operations."""
+    hosts = [h for h in default_hosts() if h.name == HOST]
+    extra = {'backend': {'max_concurrent_operations': slots}}
+    path = write_config(tmp_path / 'b.conf', tmp_path / 'b.sock', hosts, extra, hmc=served)
+    return load_config(path)
+
+
+def taken_at_once(stub, method: str, request) -> bool:
+    """Whether the backend takes a call at once: not shed for want of an operation
+    slot (RESOURCE_EXHAUSTED), nor left waiting for its instance's turn until its
+    short deadline (DEADLINE_EXCEEDED)."""
+    try:
+        getattr(stub, method)(request, timeout=0.5)
+    except grpc.RpcError as exc:
+        if exc.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return False
+        # Taken, and answered from the HMC's state (an instance without a partition).
+        assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()
+    return True
+
+
 def spawn_request(wwpns) -> pb.SpawnRequest:
     return pb.SpawnRequest(
         host=HOST,
@@ -327,13 +349,13 @@ def test_a_session_zhmcclient_cannot_renew_is_unavailable_and_dropped(config, se
 
 @pytest.mark.parametrize('operation', ['Spawn', 'PowerOff', 'Destroy'])
 def test_a_slow_hmc_job_ends_at_the_callers_deadline_and_a_retry_converges(
-    config, served, reference, operation
+    config, served, reference, operation, tmp_path
 ):
     wwpns, _ = reference
     want = _reference_state(config, served, wwpns, operation)
     pristine(served)
-    process = Process(config)
-    servicer = process.backend.servicer
+    # One operation at a time: a call accepted shows that no other holds the slot.
+    process = Process(slots_config(tmp_path, served, 1))
     try:
         prepare(process.stub)
         if operation != 'Spawn':
@@ -350,11 +372,12 @@ def test_a_slow_hmc_job_ends_at_the_callers_deadline_and_a_retry_converges(
             getattr(process.stub, operation)(request, timeout=2)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 2.5
-        # The backend gave up too: its slot and the instance are free again
-        # before the job ends.
-        wait_for(lambda: servicer.slots.in_use() == 0, timeout=2)
-        assert len(servicer._instance_locks) == 0
+        # The backend gave up too: before the job ends, a call for the same
+        # instance gets its turn and the only operation slot at once.
+        again = pb.PrepareInstanceRequest(host=HOST, instance_uuid=UUID, flavor=flavor())
+        wait_for(lambda: taken_at_once(process.stub, 'PrepareInstance', again), timeout=2)
         assert time.monotonic() - started < 3.5
+        assert _running_jobs(served), 'the job ended first: nothing was shown'
         # Once the job is done, a retry converges on the fault-free result.
         wait_for(lambda: not _running_jobs(served), timeout=T)
         getattr(process.stub, operation)(request, timeout=T)
@@ -383,12 +406,12 @@ def _reference_state(config, served, wwpns, operation):
 
 
 def test_a_call_queued_behind_a_slow_one_for_the_same_instance_ends_at_its_deadline(
-    config, served, reference
+    served, reference, tmp_path
 ):
     wwpns, _ = reference
     pristine(served)
-    process = Process(config)
-    servicer = process.backend.servicer
+    # Two operations at a time: the slow one and the queued one hold both.
+    process = Process(slots_config(tmp_path, served, 2))
     try:
         prepare(process.stub)
         served.sim.configure(start_seconds=3)
@@ -398,9 +421,12 @@ def test_a_call_queued_behind_a_slow_one_for_the_same_instance_ends_at_its_deadl
         with pytest.raises(grpc.RpcError) as caught:
             process.stub.PowerOff(pb.PowerOffRequest(host=HOST, instance_uuid=UUID), timeout=1)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        # The queued call left the backend at its deadline, not after the slow one.
-        wait_for(lambda: servicer.slots.in_use() == 1, timeout=1)
+        # The queued call left the backend at its deadline, not after the slow
+        # one: its operation slot takes a call for another instance.
+        other = pb.PowerOffRequest(host=HOST, instance_uuid=str(uuid.uuid4()))
+        wait_for(lambda: taken_at_once(process.stub, 'PowerOff', other), timeout=1)
         assert time.monotonic() - started < 2
+        assert _running_jobs(served), 'the slow call ended first: nothing was shown'
         with pytest.raises(grpc.RpcError):
             first.result()
     finally:
