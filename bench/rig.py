@@ -194,7 +194,7 @@ def expire_caches(backend, cpc_facts: bool = False) -> None:
 
     Nova's periodic tasks run a minute or more apart, longer than a partition
     snapshot lives (5 s): measuring with the snapshots expired counts what one
-    such cycle really costs. CPC facts live ``[hmc] cpc_cache_ttl`` (60 s by
+    such cycle really costs. CPC facts live ``[hmc] cpc_cache_ttl`` (300 s by
     default); ``cpc_facts`` forgets them too, as a cycle that comes later than
     that finds them.
     """

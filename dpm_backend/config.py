@@ -30,6 +30,8 @@ CREDENTIAL_NAME = 'hmc-password'
 TOKEN_CREDENTIAL_PREFIX = 'token-'  # noqa: S105 (a file name prefix)
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 1024
+# CPC facts change rarely (status, firmware); read again every 5 minutes.
+DEFAULT_CPC_CACHE_TTL = 300
 # Visible ASCII: what an HTTP/2 header value carries unchanged.
 _TOKEN = re.compile(r'[\x21-\x7e]+')
 
@@ -195,10 +197,12 @@ hmc_opts = [
     ),
     cfg.IntOpt(
         'cpc_cache_ttl',
-        default=60,
+        default=DEFAULT_CPC_CACHE_TTL,
         min=0,
         max=3600,
-        help='Seconds that CPC facts (DPM mode, firmware features, version) are reused.',
+        help='Seconds that CPC facts (DPM mode, status, firmware features, version) are '
+        "reused. Nova's resource tracker asks for them every minute; each new read is one "
+        'more HMC request in that cycle.',
     ),
 ]
 

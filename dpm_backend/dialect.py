@@ -92,8 +92,27 @@ class Dialect:
         else:
             resource.pull_full_properties()
 
-    def list_virtual_switch_ports(self, cpc: zhmcclient.Cpc) -> list[zhmcclient.VirtualSwitch]:
-        """The CPC's virtual switches; with their ``port`` where the HMC lists it."""
+    def virtual_switch_ports(self, cpc: zhmcclient.Cpc, object_id: str) -> dict[str, int]:
+        """Adapter ports of the CPC's virtual switches, ``object_id``'s among them if it has one.
+
+        From API 4.1 one List Virtual Switches with ``additional-properties``
+        answers for every switch. Below, the list's default properties have no
+        port, so the one switch is read (Get Virtual Switch Properties, one
+        request; ``parent`` tells its CPC): listing first would only add a
+        request.
+        """
         if self.lists_additional_properties:
-            return cpc.virtual_switches.list(additional_properties=['port'])
-        return cpc.virtual_switches.list()
+            return {
+                vswitch.uri.rsplit('/', 1)[-1]: int(vswitch.properties['port'])
+                for vswitch in cpc.virtual_switches.list(additional_properties=['port'])
+                if vswitch.properties.get('port') is not None
+            }
+        vswitch = cpc.virtual_switches.resource_object(object_id)
+        try:
+            vswitch.pull_full_properties()
+        except zhmcclient.CeasedExistence:  # zhmcclient's form of 404 on a GET
+            return {}
+        props = vswitch.properties
+        if props.get('parent') != cpc.uri or props.get('port') is None:
+            return {}
+        return {object_id: int(props['port'])}

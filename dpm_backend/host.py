@@ -32,8 +32,6 @@ CPC_PROPERTIES = (
 )
 # A partition's size: read with the partition list where the HMC can (2.16).
 SIZE_PROPERTIES = ('ifl-processors', 'initial-memory')
-# The adapter port a virtual switch connects (for the kernel command line).
-VSWITCH_PROPERTIES = ('port',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +84,9 @@ class CpcFactsCache:
 
     Facts are reused for a TTL. A virtual switch's adapter port never changes
     (it is the port of its backing adapter), so ports are kept for good; a
-    switch not known yet is looked for once more.
+    switch not known yet is looked for once more. Reads are single-flight per
+    CPC: calls that miss at once (a TTL just expired) wait for one read
+    instead of each sending their own.
     """
 
     def __init__(self, ttl: float) -> None:
@@ -95,12 +95,30 @@ class CpcFactsCache:
         # cpc object id -> virtual switch object id -> adapter port
         self._vswitch_ports: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
+        self._reading: dict[tuple[str, str], threading.Lock] = {}
+
+    def _single_flight(self, what: str, object_id: str) -> threading.Lock:
+        with self._lock:
+            return self._reading.setdefault((what, object_id), threading.Lock())
 
     def get(self, call: Call, object_id: str, fresh: bool = False) -> CpcFacts:
-        now = time.monotonic()
+        """The CPC's facts: young ones, or read now (``fresh``: read after this call began)."""
+        asked = time.monotonic()
         cached = self._facts.get(object_id)
-        if cached and not fresh and now - cached.fetched_at < self._ttl:
+        if cached and not fresh and self._young(cached):
             return cached
+        with self._single_flight('facts', object_id):
+            cached = self._facts.get(object_id)
+            # Read by the call this one waited for?
+            if cached and (cached.fetched_at >= asked or (not fresh and self._young(cached))):
+                return cached
+            return self._read(call, object_id)
+
+    def _young(self, facts: CpcFacts) -> bool:
+        return time.monotonic() - facts.fetched_at < self._ttl
+
+    def _read(self, call: Call, object_id: str) -> CpcFacts:
+        now = time.monotonic()
         cpc = call.client.cpcs.resource_object(object_id)
         call.dialect.complete(cpc, CPC_PROPERTIES)
         props = cpc.properties
@@ -122,32 +140,26 @@ class CpcFactsCache:
     def peek(self, object_id: str) -> CpcFacts | None:
         """The cached facts if still young; no HMC request."""
         cached = self._facts.get(object_id)
-        if cached and time.monotonic() - cached.fetched_at < self._ttl:
-            return cached
-        return None
+        return cached if cached and self._young(cached) else None
 
     def vswitch_port(self, call: Call, cpc_object_id: str, object_id: str) -> int:
         """The adapter port of a virtual switch of the CPC; KeyError if it has none such.
 
         HMC 2.16 and later list every switch with its port in one request;
-        older HMCs list the switches (one request) and each one's port is
-        read once (one GET).
+        on older HMCs each switch is read once (one GET).
         """
         known = self._vswitch_ports.get(cpc_object_id, {})
         if object_id in known:
             return known[object_id]
+        with self._single_flight('vswitches', cpc_object_id):
+            known = self._vswitch_ports.get(cpc_object_id, {})
+            if object_id in known:
+                return known[object_id]
+            return self._read_vswitch_ports(call, cpc_object_id, object_id)
+
+    def _read_vswitch_ports(self, call: Call, cpc_object_id: str, object_id: str) -> int:
         cpc = call.client.cpcs.resource_object(cpc_object_id)
-        listed = {
-            vswitch.uri.rsplit('/', 1)[-1]: vswitch
-            for vswitch in call.dialect.list_virtual_switch_ports(cpc)
-        }
-        vswitch = listed[object_id]
-        call.dialect.complete(vswitch, VSWITCH_PROPERTIES)
-        ports = {
-            oid: int(listed_switch.properties['port'])
-            for oid, listed_switch in listed.items()
-            if listed_switch.properties.get('port') is not None
-        }
+        ports = call.dialect.virtual_switch_ports(cpc, object_id)
         with self._lock:
             self._vswitch_ports.setdefault(cpc_object_id, {}).update(ports)
         return ports[object_id]

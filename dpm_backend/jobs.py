@@ -12,8 +12,8 @@ HMC"), so a 1 s start took 10 s. This waiter starts the job with
   last few) and sleeps until the next one is due, then checks every
   ``interval`` until it is done, then less and less often up to
   ``max_interval``: few checks, and little time lost after the job ended;
-- a job it has not seen yet is checked after ``interval``, then with the same
-  growing pauses;
+- a job of a kind it has not seen yet is checked after ``interval``, then
+  with pauses growing to ``UNLEARNED_PAUSE``;
 - it never sleeps past the time the caller can give (``until``).
 
 ``Job.check_for_completion`` deletes a finished job and raises ``HTTPError``
@@ -40,6 +40,9 @@ LOG = logging.getLogger(__name__)
 HISTORY = 5
 # Each pause after the expected end is this much longer than the one before.
 BACKOFF = 1.5
+# The longest pause while no job of a kind has been seen yet: the first start
+# after the backend starts ends at most this long before it is noticed.
+UNLEARNED_PAUSE = 0.5
 # Checks in a row that may fail to reach the HMC before the wait gives up.
 UNREACHABLE_CHECKS = 3
 # HTTP status and reason of a job the HMC does not know (zc Job.query_status).
@@ -100,10 +103,15 @@ class JobWaiter:
             while elapsed < expected + 2 * self.interval:
                 yield self.interval
                 elapsed += self.interval
+        # Until this HMC's jobs of this kind have been seen, the end may come
+        # at any time: never check less often than every UNLEARNED_PAUSE.
+        longest = (
+            self.max_interval if expected is not None else min(UNLEARNED_PAUSE, self.max_interval)
+        )
         pause = self.interval
         while True:
             yield pause
-            pause = min(pause * BACKOFF, self.max_interval)
+            pause = min(pause * BACKOFF, longest)
 
     def wait(self, job: zhmcclient.Job, kind: str, until: float) -> dict | None:
         """The job's result once it ended (None if the HMC forgot it); HTTPError if it failed.

@@ -29,6 +29,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import zhmcclient
+
 from dpm_backend import naming
 from dpm_backend.call import Call
 from dpm_backend.host import PartitionSizes
@@ -127,7 +129,16 @@ class Snapshots:
         partitions = call.dialect.list_partitions(cpc, properties=SNAPSHOT_PROPERTIES)
         rows = {}
         for partition in partitions:
-            vcpus, memory_mb = self._sizes.of(call, partition) if sized(partition.name) else (0, 0)
+            try:
+                vcpus, memory_mb = (
+                    self._sizes.of(call, partition) if sized(partition.name) else (0, 0)
+                )
+            except zhmcclient.HTTPError as exc:
+                if exc.http_status != 404:
+                    raise
+                # Deleted between the list and the read of its size (a
+                # destroy running meanwhile): it is not there any more.
+                continue
             rows[partition.name] = Row(
                 name=partition.name,
                 uri=partition.uri,
