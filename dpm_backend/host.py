@@ -7,6 +7,7 @@ partitions or one that OpenStack did not create.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -165,6 +166,10 @@ class CpcFactsCache:
         return ports[object_id]
 
 
+# How many deleted partitions PartitionSizes remembers (URIs are never reused).
+DELETED_REMEMBERED = 1024
+
+
 class PartitionSizes:
     """``ifl-processors`` and ``initial-memory`` of partitions, by URI.
 
@@ -177,6 +182,9 @@ class PartitionSizes:
 
     def __init__(self) -> None:
         self._sizes: dict[str, tuple[int, int]] = {}
+        # Partitions this backend deleted lately (a list taken just before
+        # may still name them): never read, they are gone.
+        self._deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def record(self, uri: str, vcpus: int, memory_mb: int) -> None:
@@ -184,16 +192,26 @@ class PartitionSizes:
             self._sizes[uri] = (vcpus, memory_mb)
 
     def forget(self, uri: str) -> None:
+        """The partition was deleted."""
         with self._lock:
             self._sizes.pop(uri, None)
+            self._deleted[uri] = None
+            while len(self._deleted) > DELETED_REMEMBERED:
+                self._deleted.popitem(last=False)
 
     def of(self, call: Call, partition: zhmcclient.Partition) -> tuple[int, int]:
-        """The partition's size: as listed (2.16), as known, or from one GET."""
+        """The partition's size: as listed (2.16), as known, or from one GET.
+
+        CeasedExistence for a partition this backend deleted (no request).
+        """
         if not all(name in partition.properties for name in SIZE_PROPERTIES):
             with self._lock:
                 known = self._sizes.get(partition.uri)
+                deleted = partition.uri in self._deleted
             if known is not None:
                 return known
+            if deleted:
+                raise zhmcclient.CeasedExistence(partition.uri)
             call.dialect.complete(partition, SIZE_PROPERTIES)
         props = partition.properties  # a new dict after a pull
         size = (int(props.get('ifl-processors') or 0), int(props.get('initial-memory') or 0))

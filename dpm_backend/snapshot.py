@@ -133,11 +133,10 @@ class Snapshots:
                 vcpus, memory_mb = (
                     self._sizes.of(call, partition) if sized(partition.name) else (0, 0)
                 )
-            except zhmcclient.HTTPError as exc:
-                if exc.http_status != 404:
-                    raise
+            except zhmcclient.CeasedExistence:
                 # Deleted between the list and the read of its size (a
-                # destroy running meanwhile): it is not there any more.
+                # destroy running meanwhile; zhmcclient's form of the GET's
+                # 404): it is not there any more.
                 continue
             rows[partition.name] = Row(
                 name=partition.name,

@@ -113,3 +113,17 @@ def test_nic_device_numbers_leave_three_free_subchannels_each_and_have_no_hex_le
     assert all(not span & {0x1000, 0x1004} for span in spans)
     assert not spans[0] & spans[1] and not spans[1] & spans[2]
     assert all(format(n, '04x').isdigit() for span in spans for n in span)
+
+
+def test_a_partition_this_backend_just_deleted_is_left_out_without_a_read(call, simulators):
+    """A destroy that ran between the list and the size read: no GET (it would be 404)."""
+    simulator = simulators(call.dialect.hmc_version)
+    listed = call.client.cpcs.resource_object(CPC).partitions.list(
+        filter_args={'name': CPC10_PARTITION}
+    )
+    sizes = PartitionSizes()
+    sizes.forget(listed[0].uri)  # what destroy records after its delete
+    simulator.sim.clear_requests()
+    snapshot = Snapshots(sizes).take(call, CPC, served_hosts)
+    assert CPC10_PARTITION not in snapshot.rows
+    assert requests_to(simulator.sim) == [f'GET /api/cpcs/{CPC}/partitions']
