@@ -62,7 +62,7 @@ test: lint check-generated
 demo: venv
 	$(BIN)/python -m demo
 
-.PHONY: bench  ## Measure HMC requests per operation, the gRPC hop and many hosts (writes bench/results.json)
+.PHONY: bench  ## On dpm-hmc-sim 2.14.1/2.15.0/2.16.0: HMC requests per operation, refused requests, waits beyond HMC jobs, the gRPC hop (bench/results.json)
 bench: venv
 	OS_NOVA_DISABLE_EVENTLET_PATCHING=1 $(BIN)/python -m bench
 
