@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import zhmcclient
 
+from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_backend import boot
 from dpm_backend import cmdline
 from dpm_backend import errors
@@ -60,7 +61,7 @@ class Info:
     memory_mb: int
 
     @property
-    def power_state(self) -> int:
+    def power_state(self) -> pb.PowerState:
         return states.power_state(self.status)
 
 

@@ -173,6 +173,8 @@ class Backend:
             self._bind_unix(server, listen.unix_path, gid)
             return f'unix:{listen.unix_path}'
         if listen.tls_cert_file:
+            # config.load() requires the three TLS files together.
+            assert listen.tls_key_file and listen.tls_client_ca_file
             with (
                 open(listen.tls_key_file, 'rb') as key,
                 open(listen.tls_cert_file, 'rb') as cert,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 from typing import TypeVar
 
 import grpc
@@ -304,7 +305,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         )
 
     def PrepareInstance(self, request, context):
-        checked = {}
+        checked: dict[str, Any] = {}
 
         def check():
             checked['uuid'] = validation.instance_uuid(request.instance_uuid)
@@ -339,7 +340,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         )
 
     def Spawn(self, request, context):
-        checked = {}
+        checked: dict[str, Any] = {}
 
         def check():
             checked['spec'] = validation.spawn(request)

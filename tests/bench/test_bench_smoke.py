@@ -194,7 +194,6 @@ def test_first_spawn_reads_each_virtual_switch_once_and_lists_none_below_2_16(re
         assert cold['vswitch_gets'] == cold['vswitches'], (profile, cold)
 
 
-
 def test_destroy_and_power_operations_cost_a_handful(results):
     for profile in VHBA_PROFILES:
         for entry in results['profiles'][profile]['requests_per_operation'].values():
@@ -250,7 +249,6 @@ def test_below_2_16_cycles_over_the_cpc_facts_ttl_cost_about_one_request_per_cpc
                 assert cycle['facts_expired'] == 2, (profile, label, size, cycle)
                 average = (cycle['requests'] * (cycles - 1) + cycle['facts_expired']) / cycles
                 assert average <= 1.2, (profile, label, size, cycle)
-
 
 
 def test_reads_on_2_16_cost_one_request_per_cpc_per_cycle(results):
