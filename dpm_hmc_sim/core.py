@@ -489,7 +489,7 @@ class Simulator:
         cpc = self._lookup(path.removesuffix('/partitions'), uri)
         storage.check_partition_boot(self._hmc, self.definition.api_version, cpc, None, body)
         if isinstance(body, dict):
-            operations.refuse_read_only(body, rules.PARTITION_READ_ONLY)
+            operations.refuse_read_only(body, frozenset({'object-id', 'object-uri'}))
             body = {**body, 'object-id': str(uuid.uuid4())}
         reply = self._mock(method, uri, body)
         created = self._hmc.all_resources.get((reply.body or {}).get('object-uri', ''))

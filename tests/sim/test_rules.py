@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import zhmcclient
 from sim.simtest import CPCZ13
@@ -153,3 +155,19 @@ def test_dump_carries_console_storage_groups_with_their_volumes():
     (reloaded,) = loaded.consoles.console.storage_groups.list()
     assert [volume.name for volume in reloaded.storage_volumes.list()] == ['BOOT']
     assert len(reloaded.properties['storage-volume-uris']) == 1
+
+
+def test_new_partitions_get_object_ids_unique_on_the_hmc(hmc):
+    client = connect(hmc)
+    z13 = client.cpcs.find(name=CPCZ13)
+    on_z13 = new_partition(z13, 'NEW-Z13')
+    on_z14 = new_partition(client.cpcs.find(name=CPCZ14), 'NEW-Z14')
+    # zc's mock alone numbers both /api/partitions/1; an HMC's object IDs are UUIDs.
+    assert on_z13.uri != on_z14.uri
+    uuid.UUID(on_z13.uri.rsplit('/', 1)[1])
+    assert partition(client, 'NEW-Z14', CPCZ14).get_property('name') == 'NEW-Z14'
+    body = {'ifl-processors': 1, 'initial-memory': 1024, 'maximum-memory': 1024}
+    z13.partitions.create({'name': 'TYPED', 'type': 'linux', **body})
+    with pytest.raises(zhmcclient.HTTPError) as refused:
+        z13.partitions.create({'name': 'OWN-ID', 'object-id': 'mine', **body})
+    assert (refused.value.http_status, refused.value.reason) == (400, 6)
