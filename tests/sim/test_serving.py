@@ -137,7 +137,13 @@ def test_the_command_refuses_a_non_loopback_listener(tmp_path):
 
 def test_the_command_serves_and_exits_0_on_sigterm(tmp_path):
     sim = SimulatorProcess(
-        '2.14.1', password=PASSWORD, cert_dir=tmp_path / 'certs', start_seconds=0.2, latency=0
+        '2.14.1',
+        password=PASSWORD,
+        cert_dir=tmp_path / 'certs',
+        start_seconds=0.2,
+        discover_seconds=0.3,
+        latency=0,
+        fabric={'open': False},
     )
     try:
         assert (
@@ -160,6 +166,11 @@ def test_the_command_serves_and_exits_0_on_sigterm(tmp_path):
         assert [r.status for r in sim.requests() if r.status >= 400] == [403]
         sim.clear_requests()
         assert sim.requests() == []
+        assert sim.configure()['discover_seconds'] == 0.3
+        lun = {'target-world-wide-port-name': '5005076810260382', 'logical-unit-number': '0' * 16}
+        assert sim.expose_lun(lun) == {'open': False, 'luns': [lun]}
+        assert sim.set_fabric({}) == sim.fabric() == {'open': True, 'luns': []}
+        assert sim.state()['storage']['fabric'] == {'open': True, 'luns': []}
         sim.reset()
         part.pull_full_properties()
         assert part.properties['status'] == 'stopped'
