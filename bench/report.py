@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import keys
+from bench import soak
 from bench.scenarios import OPERATIONS
 
 
@@ -247,6 +248,8 @@ def table(results: dict) -> str:
             f'- RSS at start {mem["rss_started_mib"]} MiB, serving {mem["rss_serving_mib"]} MiB, '
             f'peak {mem["peak_rss_mib"]} MiB',
         ]
+    if results.get('soak'):
+        lines += soak.table(results['soak'])
     lines += ['', '## Targets', '', '| target | goal | measured | met |', '|---|---|---|---|']
     for name, t in results['targets'].items():
         lines.append(

@@ -6,6 +6,7 @@ from bench import hmc as hmc_mod
 from bench import keys
 from bench import memory
 from bench import scenarios
+from bench import soak
 from dpm_backend.config import DEFAULT_CPC_CACHE_TTL
 
 HANDFUL = 5  # HMC requests (besides polling) a destroy or power operation may cost
@@ -64,6 +65,7 @@ def run(quick: bool = False) -> dict:
         results['grpc_hop'] = scenarios.grpc_hop()
         results['many_hosts'] = scenarios.many_hosts()
         results['memory'] = memory.backend_rss()
+        results['soak'] = soak.soak()
     results['targets'] = targets(results)
     return results
 
@@ -232,4 +234,6 @@ def targets(results: dict) -> dict:
         judged['storm_zero_rejected'] = _target(
             storm['rejected_count'] == 0, storm['rejected_count'], 'no HMC request refused'
         )
+    if results.get('soak'):
+        judged.update(soak.targets(results['soak']))
     return judged

@@ -21,6 +21,7 @@ from bench import hmc as hmc_mod
 from bench import keys
 from bench import report
 from bench import run
+from bench import soak
 from bench.meter import Counts
 from bench.meter import Meter
 from bench.meter import kind_of
@@ -138,6 +139,45 @@ def test_counts_of_simulator_records_count_rejections():
         [Record('GET', '/api/cpcs/1/partitions', 200), Record('GET', '/api/partitions/1', 400)]
     )
     assert (counts.total, counts.rejected) == (2, 1)
+
+
+def test_a_short_soak_counts_six_rpcs_per_lifecycle_and_stops_its_processes():
+    """The soak (full bench only) on 2 hosts, 4 lifecycles: what it counts, not how fast."""
+    children = _children()
+    data = soak.soak(hosts=2, target_rpcs=24, warmup_rpcs=0, round_lifecycles=1)
+    assert _children() <= children
+    lifecycles = data['lifecycles']
+    assert lifecycles == 4
+    assert data['rpcs'] == 6 * lifecycles
+    by_method = data['rpcs_by_method']
+    assert by_method.pop('ListInstances') == 2  # the final check that nothing is left
+    assert by_method == dict.fromkeys(
+        ('Destroy', 'GetInstanceInfo', 'PowerOff', 'PowerOn', 'PrepareInstance', 'Spawn'),
+        lifecycles,
+    )
+    assert data['failed_rpcs'] == data['failed_lifecycles'] == 0, data['failures']
+    assert data['leftover_instances'] == 0
+    assert data['exit_code'] == 0
+    assert data['hmc_requests'] > data['rpcs']
+    assert [sample[:2] for sample in data['rss_samples']] == [[0, 0], [24, 4]]
+    assert soak.targets(data)['soak_lifecycles_succeed']['met']
+    assert 'dpm-hmc-sim' in '\n'.join(soak.table(data))
+
+
+@pytest.mark.parametrize(('growth_kib', 'flat'), [(13 * 100, False), (100, True)])
+def test_soak_judges_rss_growth_per_partition_of_the_second_half(growth_kib, flat):
+    """100 partitions in the second half; the mock's leak was about 13 KiB per partition."""
+    figures = {'kib_per_partition': 1.0, 'second_half_kib_per_partition': growth_kib / 100}
+    data = {
+        'failed_lifecycles': 0,
+        'warmup_failed_lifecycles': 0,
+        'leftover_instances': 0,
+        'exit_code': 0,
+        'memory': {'backend': figures, 'hmc_sim': figures},
+    }
+    judged = soak.targets(data)
+    assert judged['soak_rss_flat_hmc_sim']['met'] is flat
+    assert judged['soak_rss_flat_backend']['met'] is flat
 
 
 # --- the quick run ------------------------------------------------------------------------
