@@ -107,12 +107,16 @@ class InitiatorTargets(_message.Message):
     def __init__(self, initiator_wwpn: _Optional[str] = ..., target_wwpns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FcBootVolume(_message.Message):
-    __slots__ = ("target_lun", "initiator_target_map")
+    __slots__ = ("target_lun", "initiator_target_map", "volume_id", "size_gib")
     TARGET_LUN_FIELD_NUMBER: _ClassVar[int]
     INITIATOR_TARGET_MAP_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_GIB_FIELD_NUMBER: _ClassVar[int]
     target_lun: int
     initiator_target_map: _containers.RepeatedCompositeFieldContainer[InitiatorTargets]
-    def __init__(self, target_lun: _Optional[int] = ..., initiator_target_map: _Optional[_Iterable[_Union[InitiatorTargets, _Mapping]]] = ...) -> None: ...
+    volume_id: str
+    size_gib: int
+    def __init__(self, target_lun: _Optional[int] = ..., initiator_target_map: _Optional[_Iterable[_Union[InitiatorTargets, _Mapping]]] = ..., volume_id: _Optional[str] = ..., size_gib: _Optional[int] = ...) -> None: ...
 
 class InstanceInfo(_message.Message):
     __slots__ = ("instance_uuid", "power_state", "partition_status", "partition_name", "partition_object_id", "vcpus", "memory_mb")
@@ -233,20 +237,22 @@ class GetVolumeConnectorResponse(_message.Message):
     def __init__(self, wwpns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SpawnRequest(_message.Message):
-    __slots__ = ("host", "instance_uuid", "flavor", "nics", "boot_volume", "leave_stopped")
+    __slots__ = ("host", "instance_uuid", "flavor", "nics", "boot_volume", "leave_stopped", "data_volumes")
     HOST_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
     NICS_FIELD_NUMBER: _ClassVar[int]
     BOOT_VOLUME_FIELD_NUMBER: _ClassVar[int]
     LEAVE_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    DATA_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     host: str
     instance_uuid: str
     flavor: Flavor
     nics: _containers.RepeatedCompositeFieldContainer[Nic]
     boot_volume: FcBootVolume
     leave_stopped: bool
-    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., flavor: _Optional[_Union[Flavor, _Mapping]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., boot_volume: _Optional[_Union[FcBootVolume, _Mapping]] = ..., leave_stopped: _Optional[bool] = ...) -> None: ...
+    data_volumes: _containers.RepeatedCompositeFieldContainer[FcBootVolume]
+    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., flavor: _Optional[_Union[Flavor, _Mapping]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., boot_volume: _Optional[_Union[FcBootVolume, _Mapping]] = ..., leave_stopped: _Optional[bool] = ..., data_volumes: _Optional[_Iterable[_Union[FcBootVolume, _Mapping]]] = ...) -> None: ...
 
 class SpawnResponse(_message.Message):
     __slots__ = ("info", "boot_os_specific_parameters")
@@ -311,3 +317,33 @@ class RebootResponse(_message.Message):
     INFO_FIELD_NUMBER: _ClassVar[int]
     info: InstanceInfo
     def __init__(self, info: _Optional[_Union[InstanceInfo, _Mapping]] = ...) -> None: ...
+
+class AttachVolumeRequest(_message.Message):
+    __slots__ = ("host", "instance_uuid", "volume")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    instance_uuid: str
+    volume: FcBootVolume
+    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., volume: _Optional[_Union[FcBootVolume, _Mapping]] = ...) -> None: ...
+
+class AttachVolumeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DetachVolumeRequest(_message.Message):
+    __slots__ = ("host", "instance_uuid", "volume_id")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    instance_uuid: str
+    volume_id: str
+    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+
+class DetachVolumeResponse(_message.Message):
+    __slots__ = ("existed",)
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    def __init__(self, existed: _Optional[bool] = ...) -> None: ...

@@ -111,6 +111,16 @@ class DPMHostStub:
                 request_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.RebootRequest.SerializeToString,
                 response_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.RebootResponse.FromString,
                 _registered_method=True)
+        self.AttachVolume = channel.unary_unary(
+                '/dpm_api.v1.DPMHost/AttachVolume',
+                request_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.AttachVolumeRequest.SerializeToString,
+                response_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.AttachVolumeResponse.FromString,
+                _registered_method=True)
+        self.DetachVolume = channel.unary_unary(
+                '/dpm_api.v1.DPMHost/DetachVolume',
+                request_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeRequest.SerializeToString,
+                response_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeResponse.FromString,
+                _registered_method=True)
 
 
 class DPMHostServicer:
@@ -252,6 +262,30 @@ class DPMHostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachVolume(self, request, context):
+        """AttachVolume makes an FC data volume available to the instance. On a
+        storage-group CPC it defines the volume in the instance's storage group
+        (usage data) and runs FCP discovery until the volume is found on the
+        target WWPN and LUN given; on a vHBA CPC the HMC has nothing to do (the
+        guest scans its vHBAs). Idempotent by volume id. Codes: INVALID_ARGUMENT,
+        NOT_FOUND (unknown host, instance gone), FAILED_PRECONDITION
+        (BOOT_VOLUME_UNUSABLE: the volume is not visible to the instance's
+        WWPNs), UNAVAILABLE, DEADLINE_EXCEEDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachVolume(self, request, context):
+        """DetachVolume removes a data volume from the instance's storage group
+        (storage-group CPCs; nothing on vHBA CPCs). Idempotent: succeeds when
+        the volume or the instance is already gone. Codes: INVALID_ARGUMENT,
+        NOT_FOUND (unknown host), UNAVAILABLE, DEADLINE_EXCEEDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DPMHostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +338,16 @@ def add_DPMHostServicer_to_server(servicer, server):
                     servicer.Reboot,
                     request_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.RebootRequest.FromString,
                     response_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.RebootResponse.SerializeToString,
+            ),
+            'AttachVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachVolume,
+                    request_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.AttachVolumeRequest.FromString,
+                    response_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.AttachVolumeResponse.SerializeToString,
+            ),
+            'DetachVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachVolume,
+                    request_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeRequest.FromString,
+                    response_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -603,6 +647,60 @@ class DPMHost:
             '/dpm_api.v1.DPMHost/Reboot',
             dpm__api_dot_v1_dot_dpm__host__pb2.RebootRequest.SerializeToString,
             dpm__api_dot_v1_dot_dpm__host__pb2.RebootResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpm_api.v1.DPMHost/AttachVolume',
+            dpm__api_dot_v1_dot_dpm__host__pb2.AttachVolumeRequest.SerializeToString,
+            dpm__api_dot_v1_dot_dpm__host__pb2.AttachVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpm_api.v1.DPMHost/DetachVolume',
+            dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeRequest.SerializeToString,
+            dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,
