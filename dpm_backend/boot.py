@@ -44,6 +44,26 @@ def choose_target(
     raise NoBootPath(f'the boot vHBA {boot} is not an initiator of the boot volume')
 
 
+def choose_target_of_any(
+    initiators: list[str],
+    initiator_target_map: dict[str, list[str]],
+    ignore: frozenset[str],
+) -> str:
+    """The target WWPN to boot from through any of ``initiators`` (a storage group's WWPNs).
+
+    The map's first initiator among them decides, its targets minus the
+    ignore list in the map's order, as for the boot vHBA.
+    """
+    own = {wwpn.normalise(initiator) for initiator in initiators}
+    for initiator in initiator_target_map:
+        if wwpn.normalise(initiator) in own:
+            return choose_target(initiator, initiator_target_map, ignore)
+    raise NoBootPath(
+        f'no WWPN of the storage group ({", ".join(sorted(w for w in own if w))}) '
+        'is an initiator of the volume'
+    )
+
+
 def lun_property(lun: int) -> str:
     """``boot-logical-unit-number``: the 8-byte FCP LUN of Cinder's SCSI LUN, 16 hex digits.
 

@@ -290,9 +290,18 @@ host_opts = [
     cfg.MultiOpt(
         'physical_storage_adapter_mappings',
         item_type=AdapterPort(),
-        help='FCP adapter ports for the instance vHBAs, as '
-        '<adapter-object-id>:<port 0-3>, one per line. The first one holds '
-        'the boot vHBA. Required.',
+        help='FCP adapter ports, as <adapter-object-id>:<port 0-3>, one per line. '
+        'On a CPC with vHBAs: one vHBA per instance on each; the first one holds the '
+        'boot vHBA. On a CPC with DPM storage management (storage groups): the first '
+        'one is the host port through which the boot volume is reached. Required.',
+    ),
+    cfg.IntOpt(
+        'storage_connectivity',
+        default=2,
+        min=1,
+        max=64,
+        help='On a CPC with DPM storage management: the connectivity of each '
+        "instance's storage group, i.e. how many adapter paths (and WWPNs) it has.",
     ),
     cfg.ListOpt(
         'target_wwpn_ignore_list',
@@ -330,6 +339,7 @@ class HostConfig:
     adapter_ports: tuple[tuple[str, int], ...]
     target_wwpn_ignore_list: frozenset[str]
     token: str | None = dataclasses.field(default=None, repr=False)
+    storage_connectivity: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,6 +480,7 @@ def _load_host(conf: cfg.ConfigOpts, name: str) -> HostConfig:
         adapter_ports=tuple(_require(conf, group, 'physical_storage_adapter_mappings')),
         target_wwpn_ignore_list=frozenset(_get(conf, group, 'target_wwpn_ignore_list')),
         token=_load_token(conf, group, name),
+        storage_connectivity=_get(conf, group, 'storage_connectivity'),
     )
 
 

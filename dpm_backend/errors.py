@@ -104,17 +104,6 @@ def cpc_not_usable(host: str, why: str) -> DPMError:
     )
 
 
-def storage_path_unsupported(host: str, cpc_name: str, feature: str) -> DPMError:
-    return DPMError(
-        grpc.StatusCode.FAILED_PRECONDITION,
-        pb.ERROR_REASON_STORAGE_PATH_UNSUPPORTED,
-        f'host {host}: CPC {cpc_name} has the {feature} firmware feature: FC storage '
-        'comes from storage groups there, which this backend does not support yet '
-        '(no vHBAs exist on such a CPC)',
-        host=host,
-    )
-
-
 def hmc_object_not_found(what: str) -> DPMError:
     return DPMError(
         grpc.StatusCode.NOT_FOUND, pb.ERROR_REASON_HMC_OBJECT_NOT_FOUND, f'{what} does not exist'

@@ -264,10 +264,6 @@ class Host:
                 f'{facts.storage_customer} MiB customer storage of {cpc}',
             )
 
-    def require_vhba_path(self, facts: CpcFacts) -> None:
-        if facts.storage_management:
-            raise errors.storage_path_unsupported(self.name, facts.name, STORAGE_MANAGEMENT_FEATURE)
-
     def cached_facts(self) -> CpcFacts | None:
         """The CPC facts if the cache holds young ones; no HMC request."""
         return self._cpc_facts.peek(self.config.cpc_object_id)

@@ -16,17 +16,20 @@ from collections.abc import Iterator
 import zhmcclient
 
 from dpm_api.v1 import dpm_host_pb2 as pb
-from dpm_backend import boot
 from dpm_backend import cmdline
+from dpm_backend import elements
 from dpm_backend import errors
 from dpm_backend import naming
 from dpm_backend import power
 from dpm_backend import states
+from dpm_backend import storage
 from dpm_backend.call import Call
 from dpm_backend.call import Deadline
 from dpm_backend.host import SIZE_PROPERTIES
 from dpm_backend.host import Host
 from dpm_backend.host import usage_of
+from dpm_backend.storage.undo import Undo
+from dpm_backend.validation import BootVolume
 from dpm_backend.validation import Flavor
 from dpm_backend.validation import SpawnSpec
 
@@ -142,68 +145,21 @@ def _partition_properties(host: Host, instance_uuid: str, flavor: Flavor) -> dic
     }
 
 
-def _devices(call: Call, manager, uri_property: str) -> list:
-    """The partition's NICs or vHBAs with their properties: one GET each.
-
-    The partition's list of them was read with the partition itself
-    (DEVICE_LIST_PROPERTIES, or recorded when this backend created it).
-    NICs and HBAs take no property filter (zhmcclient reads them whole).
-    """
-    partition = manager.partition
-    call.dialect.complete(partition, (uri_property,))
-    devices = []
-    for uri in partition.properties[uri_property] or []:
-        device = manager.resource_object(uri)
-        device.pull_full_properties()
-        devices.append(device)
-    return devices
-
-
-def _hbas_by_name(call: Call, partition: zhmcclient.Partition) -> dict[str, zhmcclient.Hba]:
-    return {hba.name: hba for hba in _devices(call, partition.hbas, 'hba-uris')}
-
-
-def _ensure_hbas(
-    call: Call, host: Host, partition: zhmcclient.Partition
-) -> dict[str, zhmcclient.Hba]:
-    """Create the vHBAs the host's adapter mappings call for; return all by name."""
-    hbas = _hbas_by_name(call, partition)
-    for adapter_id, port in host.config.adapter_ports:
-        name = naming.hba_name(adapter_id, port)
-        if name in hbas:
-            continue
-        hba = partition.hbas.create(
-            {
-                'name': name,
-                'description': naming.hba_description(host.name),
-                'adapter-port-uri': naming.storage_port_uri(adapter_id, port),
-            }
-        )
-        hba.pull_full_properties()
-        hbas[name] = hba
-    return hbas
-
-
-def _wwpns(hbas: dict[str, zhmcclient.Hba]) -> list[str]:
-    return sorted(hba.properties['wwpn'].lower().removeprefix('0x') for hba in hbas.values())
-
-
 def _ensure_partition(
     call: Call, host: Host, instance_uuid: str, flavor: Flavor
-) -> tuple[zhmcclient.Partition, bool]:
+) -> tuple[zhmcclient.Partition, bool, storage.StoragePath]:
     """The instance's partition, created (within the host's limits) if missing.
 
     One list of the host's partitions, read fresh, finds it and measures the
     host's usage for the capacity check (sizes: see PartitionSizes).
     """
-    facts = host.usable_facts(call)
-    host.require_vhba_path(facts)
+    path = storage.for_cpc(host.usable_facts(call))
     with host.create_lock:
         owned = host.partitions(call, (*SIZE_PROPERTIES, *DEVICE_LIST_PROPERTIES))
         partition = owned.get(instance_uuid)
         if partition is not None:
             call.dialect.complete(partition, DEVICE_LIST_PROPERTIES)
-            return partition, False
+            return partition, False, path
         used = usage_of(host.sizes.of(call, p) for p in owned.values())
         host.check_capacity(used, flavor.vcpus, flavor.memory_mb)
         # With the time to create it and, should the call fail, delete it.
@@ -220,10 +176,11 @@ def _ensure_partition(
             'initial-memory': flavor.memory_mb,
             'hba-uris': [],
             'nic-uris': [],
+            'storage-group-uris': [],
         }
     )
     LOG.info('Created partition %s', properties['name'])
-    return partition, True
+    return partition, True, path
 
 
 def _delete_partition(call: Call, host: Host, partition: zhmcclient.Partition) -> None:
@@ -237,26 +194,29 @@ def _undo(
     host: Host,
     partition: zhmcclient.Partition,
     created: bool,
-    created_nics: list[zhmcclient.Nic],
+    undo: Undo,
 ) -> None:
     """Remove what a failed call created; the partition is stopped first.
 
     The status is read again: a start whose reply was lost may have run. A
     partition that cannot be stopped keeps its NICs, so that one which did
-    come up is never left running without them.
+    come up is never left running without them. The storage path's steps
+    (a storage group detached, volumes or the group deleted) come before the
+    partition's delete, which the HMC refuses while a group is attached.
     """
     name = partition.properties.get('name', partition.uri)
-    if not created and not created_nics:
+    if not created and not undo.nics and not undo.steps:
         return
     power.read_status(call, partition)
+    power.ensure_stopped(call, partition)
+    if not created and undo.nics:
+        for nic in undo.nics:
+            nic.delete()
+        LOG.warning('Rolled back: deleted %d NICs of %s', len(undo.nics), name)
+    undo.run_steps()
     if created:
         _delete_partition(call, host, partition)
         LOG.warning('Rolled back: deleted partition %s', name)
-        return
-    power.ensure_stopped(call, partition)
-    for nic in created_nics:
-        nic.delete()
-    LOG.warning('Rolled back: deleted %d NICs of %s', len(created_nics), name)
 
 
 @contextlib.contextmanager
@@ -267,12 +227,12 @@ def _rollback_on_error(call: Call, host: Host, partition: zhmcclient.Partition, 
     logged; what it leaves is what a retry of the call reuses, and what
     destroy removes.
     """
-    created_nics: list[zhmcclient.Nic] = []
+    undo = Undo()
     try:
-        yield created_nics
+        yield undo
     except BaseException:
         try:
-            _undo(call, host, partition, created, created_nics)
+            _undo(call, host, partition, created, undo)
         except (zhmcclient.Error, errors.DPMError) as exc:
             LOG.error(
                 'Rollback of partition %s failed: %s',
@@ -283,16 +243,17 @@ def _rollback_on_error(call: Call, host: Host, partition: zhmcclient.Partition, 
 
 
 def prepare(call: Call, host: Host, instance_uuid: str, flavor: Flavor) -> tuple[Info, list[str]]:
-    """The stopped partition with its vHBAs, and their WWPNs."""
-    partition, created = _ensure_partition(call, host, instance_uuid, flavor)
-    with _rollback_on_error(call, host, partition, created):
-        hbas = _ensure_hbas(call, host, partition)
-    return info_of(call, host, instance_uuid, partition), _wwpns(hbas)
+    """The stopped partition with its initiators (vHBAs or storage group), and their WWPNs."""
+    partition, created, path = _ensure_partition(call, host, instance_uuid, flavor)
+    with _rollback_on_error(call, host, partition, created) as undo:
+        wwpns = path.prepare(call, host, partition, undo)
+    return info_of(call, host, instance_uuid, partition), wwpns
 
 
 def volume_connector(call: Call, host: Host, instance_uuid: str) -> list[str]:
+    path = storage.for_cpc(host.facts(call))
     partition = host.get_partition(call, instance_uuid, DEVICE_LIST_PROPERTIES)
-    return _wwpns(_hbas_by_name(call, partition))
+    return path.connector(call, host, partition)
 
 
 def _vswitch_ports(call: Call, host: Host, spec: SpawnSpec) -> dict[str, int]:
@@ -335,15 +296,15 @@ def _ensure_nics(
     partition: zhmcclient.Partition,
     spec: SpawnSpec,
     vswitch_ports: dict[str, int],
-    hbas: dict[str, zhmcclient.Hba],
+    used: set[int],
     created: list[zhmcclient.Nic],
 ) -> list[cmdline.NicToken]:
-    """Create the missing NICs; return their command-line tokens in request order."""
-    existing = {nic.name: nic for nic in _devices(call, partition.nics, 'nic-uris')}
-    used: set[int] = set()
-    for hba in hbas.values():
-        if hba.properties.get('device-number'):
-            used.add(int(hba.properties['device-number'], 16))
+    """Create the missing NICs; return their command-line tokens in request order.
+
+    ``used``: the device numbers the storage path's devices take.
+    """
+    existing = {nic.name: nic for nic in elements.read(call, partition.nics, 'nic-uris')}
+    used = set(used)
     for nic in existing.values():
         first = int(nic.properties['device-number'], 16)
         used.update(range(first, first + QETH_DEVICE_NUMBERS))
@@ -375,39 +336,26 @@ def _ensure_nics(
     return tokens
 
 
-def _boot_target(host: Host, hbas: dict[str, zhmcclient.Hba], spec: SpawnSpec) -> boot.BootTarget:
-    adapter_id, port = host.config.adapter_ports[0]
-    boot_hba = hbas[naming.hba_name(adapter_id, port)]
-    try:
-        target = boot.choose_target(
-            boot_hba.properties['wwpn'],
-            spec.boot_volume.initiator_target_map,
-            host.config.target_wwpn_ignore_list,
-        )
-    except boot.NoBootPath as exc:
-        raise errors.boot_volume_unusable(str(exc)) from None
-    return boot.BootTarget(boot_hba.uri, target, spec.boot_volume.lun)
-
-
 def spawn(call: Call, host: Host, spec: SpawnSpec) -> tuple[Info, str]:
     """Configure and start the partition; return it and the command line written."""
-    partition, created = _ensure_partition(call, host, spec.instance_uuid, spec.flavor)
+    storage.for_cpc(host.usable_facts(call)).check(spec)
+    partition, created, path = _ensure_partition(call, host, spec.instance_uuid, spec.flavor)
     status = power.wait_for_steady(call, partition)
     if status in states.RUNNING:
         # A retry after the partition came up: it is configured already.
         call.dialect.complete(partition, (CMDLINE_PROPERTY,))
         info = info_of(call, host, spec.instance_uuid, partition)
         return info, partition.properties.get(CMDLINE_PROPERTY) or ''
-    with _rollback_on_error(call, host, partition, created) as created_nics:
+    with _rollback_on_error(call, host, partition, created) as undo:
         if status not in states.NOT_STARTED:
             power.stop(call, partition)
-        hbas = _ensure_hbas(call, host, partition)
+        used = path.device_numbers(call, host, partition, undo)
         ports = _vswitch_ports(call, host, spec)
-        tokens = _ensure_nics(call, host, partition, spec, ports, hbas, created_nics)
+        tokens = _ensure_nics(call, host, partition, spec, ports, used, undo.nics)
         value = cmdline.value(tokens)
         if not cmdline.fits(value):
             raise errors.cmdline_too_long(len(value), cmdline.MAX_LENGTH)
-        properties = boot.partition_properties(_boot_target(host, hbas, spec))
+        properties = path.boot(call, host, partition, spec, undo)
         properties[CMDLINE_PROPERTY] = value
         partition.update_properties(properties)
         if not spec.leave_stopped:
@@ -421,13 +369,32 @@ def spawn(call: Call, host: Host, spec: SpawnSpec) -> tuple[Info, str]:
 
 
 def destroy(call: Call, host: Host, instance_uuid: str) -> bool:
-    """Stop and delete the partition (NICs and vHBAs go with it); False if gone."""
+    """Stop and delete the partition (NICs and vHBAs go with it) and its storage group.
+
+    False if there was nothing left to delete. The storage group is looked
+    for even when the partition is gone: a destroy that failed between the
+    two deletes converges on its retry.
+    """
+    path = storage.for_cpc(host.facts(call))
     partition = host.find_partition(call, instance_uuid)
-    if partition is None:
-        return False
-    _delete_partition(call, host, partition)
-    LOG.info('Deleted partition %s', partition.properties.get('name'))
-    return True
+    if partition is not None:
+        power.ensure_stopped(call, partition)
+        path.release(call, host, instance_uuid, partition)
+        _delete_partition(call, host, partition)
+        LOG.info('Deleted partition %s', partition.properties.get('name'))
+    removed = path.remove(call, host, instance_uuid)
+    return partition is not None or removed
+
+
+def attach_volume(call: Call, host: Host, instance_uuid: str, volume: BootVolume) -> None:
+    path = storage.for_cpc(host.usable_facts(call))
+    partition = host.get_partition(call, instance_uuid)
+    path.attach_volume(call, host, partition, volume)
+
+
+def detach_volume(call: Call, host: Host, instance_uuid: str, volume_id: str) -> bool:
+    path = storage.for_cpc(host.facts(call))
+    return path.detach_volume(call, host, instance_uuid, volume_id)
 
 
 def power_off(call: Call, host: Host, instance_uuid: str) -> Info:

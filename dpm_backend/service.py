@@ -359,6 +359,46 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             request.instance_uuid,
         )
 
+    def AttachVolume(self, request, context):
+        checked: dict[str, Any] = {}
+
+        def check():
+            validation.instance_uuid(request.instance_uuid)
+            checked['volume'] = validation.attach_volume(request)
+
+        def operation(call, host):
+            instance.attach_volume(call, host, request.instance_uuid, checked['volume'])
+            return pb.AttachVolumeResponse()
+
+        return self._call(
+            context,
+            'attach volume',
+            request.host,
+            operation,
+            pb.AttachVolumeResponse,
+            check,
+            request.instance_uuid,
+        )
+
+    def DetachVolume(self, request, context):
+        def check():
+            validation.instance_uuid(request.instance_uuid)
+            validation.volume_id(request.volume_id)
+
+        def operation(call, host):
+            existed = instance.detach_volume(call, host, request.instance_uuid, request.volume_id)
+            return pb.DetachVolumeResponse(existed=existed)
+
+        return self._call(
+            context,
+            'detach volume',
+            request.host,
+            operation,
+            pb.DetachVolumeResponse,
+            check,
+            request.instance_uuid,
+        )
+
     def _simple(self, request, context, action: str, response_type, run, respond):
         def operation(call, host):
             return respond(run(call, host, request.instance_uuid))

@@ -49,16 +49,15 @@ class Checks:
         """Raise a DPMError naming what makes the host unusable.
 
         The CPC exists, is in DPM mode and operating, and holds the host's
-        limits; on a CPC with vHBAs every ``physical_storage_adapter_mappings``
-        entry names a port of an FCP adapter of that CPC.
+        limits; every ``physical_storage_adapter_mappings`` entry names a port
+        of an FCP adapter of that CPC (vHBAs are created there, or, with
+        storage groups, the boot volume is reached through the first one).
         """
         cpc_id = host.config.cpc_object_id
         if cpc_id not in self._facts:
             self._facts[cpc_id] = host.facts(self.call, fresh=True)
         facts = self._facts[cpc_id]
         host.check_cpc(facts)
-        if facts.storage_management:
-            return
         adapters = self._adapters_of(host)
         for adapter_id, port in host.config.adapter_ports:
             mapping = f'physical_storage_adapter_mappings {adapter_id}:{port}'

@@ -47,6 +47,9 @@ class NicSpec:
 class BootVolume:
     lun: int
     initiator_target_map: dict[str, list[str]]
+    # Cinder's volume id ('' when the caller did not say) and size in GiB (0: unknown).
+    volume_id: str = ''
+    size_gib: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,7 @@ class SpawnSpec:
     nics: tuple[NicSpec, ...]
     boot_volume: BootVolume
     leave_stopped: bool = False
+    data_volumes: tuple[BootVolume, ...] = ()
 
 
 def instance_uuid(value: str, field: str = 'instance_uuid') -> str:
@@ -148,8 +152,8 @@ def _wwpn(value: str, field: str) -> str:
     return normalised
 
 
-def boot_volume(message: pb.FcBootVolume, present: bool) -> BootVolume:
-    if not present:
+def boot_volume(message: pb.FcBootVolume, present: bool, field: str = 'boot_volume') -> BootVolume:
+    if not present and field == 'boot_volume':
         raise errors.DPMError(
             grpc.StatusCode.INVALID_ARGUMENT,
             pb.ERROR_REASON_IMAGE_BOOT_UNSUPPORTED,
@@ -157,7 +161,14 @@ def boot_volume(message: pb.FcBootVolume, present: bool) -> BootVolume:
             'volume (block device mapping with boot_index 0)',
             field='boot_volume',
         )
-    field = 'boot_volume.initiator_target_map'
+    if not present:
+        raise errors.invalid_field(field, 'is required')
+    if message.volume_id and not naming.is_canonical_uuid(message.volume_id):
+        raise errors.invalid_field(
+            f'{field}.volume_id', f'{_shown(message.volume_id)} is not a Cinder volume id'
+        )
+    map_field = f'{field}.initiator_target_map'
+    field = map_field
     if not message.initiator_target_map:
         raise errors.invalid_field(field, 'is empty')
     mapping: dict[str, list[str]] = {}
@@ -172,9 +183,42 @@ def boot_volume(message: pb.FcBootVolume, present: bool) -> BootVolume:
     if message.target_lun > MAX_LUN:
         # Beyond four bytes os-brick's s390x form has no room (boot.lun_property).
         raise errors.invalid_field(
-            'boot_volume.target_lun', f'{message.target_lun} is larger than {MAX_LUN:#x}'
+            map_field.replace('initiator_target_map', 'target_lun'),
+            f'{message.target_lun} is larger than {MAX_LUN:#x}',
         )
-    return BootVolume(lun=message.target_lun, initiator_target_map=mapping)
+    return BootVolume(
+        lun=message.target_lun,
+        initiator_target_map=mapping,
+        volume_id=message.volume_id,
+        size_gib=message.size_gib,
+    )
+
+
+def data_volumes(messages) -> tuple[BootVolume, ...]:
+    volumes = tuple(
+        boot_volume(message, True, f'data_volumes[{index}]')
+        for index, message in enumerate(messages)
+    )
+    for index, volume in enumerate(volumes):
+        if not volume.volume_id:
+            raise errors.invalid_field(f'data_volumes[{index}].volume_id', 'is required')
+    ids = [volume.volume_id for volume in volumes]
+    if len(set(ids)) != len(ids):
+        raise errors.invalid_field('data_volumes', 'names a volume twice')
+    return volumes
+
+
+def attach_volume(request: pb.AttachVolumeRequest) -> BootVolume:
+    volume = boot_volume(request.volume, request.HasField('volume'), 'volume')
+    if not volume.volume_id:
+        raise errors.invalid_field('volume.volume_id', 'is required')
+    return volume
+
+
+def volume_id(value: str, field: str = 'volume_id') -> str:
+    if not naming.is_canonical_uuid(value):
+        raise errors.invalid_field(field, f'{_shown(value)} is not a Cinder volume id')
+    return value
 
 
 def spawn(request: pb.SpawnRequest) -> SpawnSpec:
@@ -184,4 +228,5 @@ def spawn(request: pb.SpawnRequest) -> SpawnSpec:
         nics=nics(request.nics),
         boot_volume=boot_volume(request.boot_volume, request.HasField('boot_volume')),
         leave_stopped=request.leave_stopped,
+        data_volumes=data_volumes(request.data_volumes),
     )
