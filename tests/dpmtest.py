@@ -47,6 +47,7 @@ def _inventory() -> dict:
         'vswitch_osa0': ids('CPCZ13', 'virtual_switches', name='OSA-A port 0')[0],
         'vswitch_osa1': ids('CPCZ13', 'virtual_switches', name='OSA-A port 1')[0],
         'vswitch_hs': ids('CPCZ13', 'virtual_switches', name='HIPERSOCKETS-1')[0],
+        'vswitch_z14': ids('CPCZ14', 'virtual_switches', name='OSA-Z14 port 0')[0],
     }
 
 
@@ -421,6 +422,7 @@ def simulator(profile: str = DEFAULT_PROFILE):
 SIM_DEFAULTS = {
     'start_seconds': 0,
     'stop_seconds': 0,
+    'discover_seconds': 0,
     'latency': 0,
     'session_timeout': 0,
     'logon_refused': False,
@@ -432,6 +434,7 @@ def pristine(served) -> None:
     """The simulator as a test expects it: the definition's state, jobs ending at once."""
     served.sim.reset()
     served.sim.configure(**SIM_DEFAULTS)
+    served.sim.set_fabric({'open': True, 'luns': []})  # every LUN on every target
     served.sim.clear_requests()
 
 

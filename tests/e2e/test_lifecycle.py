@@ -377,15 +377,22 @@ def test_host_status_reports_subset_usage_and_hypervisor_facts(running):
     assert status.instance_count == 1
 
 
-def test_storage_management_cpc_refuses_vhba_path_with_the_reason(running):
+def test_storage_management_cpc_gets_a_storage_group_instead_of_vhbas(running):
     status = running.stub.GetHostStatus(pb.GetHostStatusRequest(host='z14host'), timeout=T)
     assert status.status.storage_path == pb.STORAGE_PATH_STORAGE_GROUPS
-    before = snapshot(running, 'z14')
-    with pytest.raises(grpc.RpcError) as caught:
-        prepare(running, 'z14host', new_uuid())
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert 'dpm-storage-management' in caught.value.details()
-    assert snapshot(running, 'z14') == before
+    instance_uuid = new_uuid()
+    prepared = prepare(running, 'z14host', instance_uuid)
+    name = naming.partition_name('z14host', instance_uuid)
+    partition = running.partitions('z14')[name]
+    assert partition.hbas.list() == []  # no Create HBA is sent (the HMC refuses it there)
+    (group,) = [
+        g
+        for g in running.hmc.consoles.lookup_by_oid(None).storage_groups.list()
+        if g.properties['name'] == name
+    ]
+    pool = group.properties['unassigned-world-wide-port-names']
+    wwpns = [entry['world-wide-port-name'] for entry in pool]
+    assert sorted(prepared.wwpns) == sorted(wwpns)
 
 
 def test_classic_mode_cpc_is_refused(running):

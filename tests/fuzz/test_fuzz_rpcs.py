@@ -456,21 +456,22 @@ STATE_FAILURES = {
     # The CPC subset (max_processors, max_memory) cannot hold the flavor.
     (grpc.StatusCode.RESOURCE_EXHAUSTED, 'HOST_CAPACITY_EXCEEDED'): (
         {'PrepareInstance', 'Spawn'},
-        VHBA_HOSTS,
+        DPM_HOSTS,
     ),
     # The classic-mode CPC: not in DPM mode, so its host fails its checks.
     (grpc.StatusCode.FAILED_PRECONDITION, 'CPC_NOT_USABLE'): (ANY, {'classic'}),
     (grpc.StatusCode.FAILED_PRECONDITION, 'HOST_NOT_READY'): (ANY, {'classic'}),
-    # The z14 manages FC storage with storage groups: no vHBA to create.
-    (grpc.StatusCode.FAILED_PRECONDITION, 'STORAGE_PATH_UNSUPPORTED'): (
-        {'PrepareInstance', 'Spawn'},
-        {'z14host'},
-    ),
+    # The z14 manages FC storage with storage groups: a Spawn there needs the
+    # volume's size (the storage volume is defined with it).
+    (grpc.StatusCode.INVALID_ARGUMENT, 'INVALID_FIELD'): ({'Spawn'}, {'z14host'}),
     # A virtual switch of another CPC than the host's.
     (grpc.StatusCode.NOT_FOUND, 'HMC_OBJECT_NOT_FOUND'): ({'Spawn'}, {'z14host', 'classic'}),
     # The boot volume's initiators are not the partition's vHBAs (unless prepared:
     # then they are, see prepare()).
-    (grpc.StatusCode.FAILED_PRECONDITION, 'BOOT_VOLUME_UNUSABLE'): ({'Spawn'}, VHBA_HOSTS),
+    (grpc.StatusCode.FAILED_PRECONDITION, 'BOOT_VOLUME_UNUSABLE'): (
+        {'Spawn'},
+        {*VHBA_HOSTS, 'z14host'},
+    ),
 }
 # Examples per RPC on the in-process servicer; the sum is the bulk of the count.
 EXAMPLES = {

@@ -142,6 +142,7 @@ def test_every_rpc_of_other_hosts_leaves_what_is_not_theirs_untouched(running, v
                 timeout=T,
             )
     assert snapshot(running.hmc) == before
+    assert running.hmc.consoles.lookup_by_oid(None).storage_groups.list() == []
     assert {n for n in NOT_OPENSTACK} <= {v[0]['name'] for v in before.values()}
 
 
@@ -158,10 +159,22 @@ def check_reply(hmc, method, reply, host, target, victim_names) -> None:
         assert info.partition_name not in victim_names
     if getattr(reply, 'wwpns', None):
         # (The mock numbers WWPNs per partition, so compare with the own vHBAs.)
-        own = [p for p in find_partitions(hmc, naming.partition_name(host, target))]
+        name = naming.partition_name(host, target)
+        own = [p for p in find_partitions(hmc, name)]
         assert len(own) == 1, method
-        hbas = sorted(h.properties['wwpn'].lower() for h in own[0].hbas.list())
-        assert sorted(reply.wwpns) == hbas, method
+        initiators = [h.properties['wwpn'].lower() for h in own[0].hbas.list()]
+        # On a storage-group CPC: the WWPNs of the storage group named as the partition.
+        for group in hmc.consoles.lookup_by_oid(None).storage_groups.list():
+            if group.properties['name'] == name:
+                initiators += [
+                    entry['world-wide-port-name']
+                    for entry in group.properties['unassigned-world-wide-port-names']
+                ]
+                initiators += [
+                    vsr.properties['world-wide-port-name']
+                    for vsr in group.virtual_storage_resources.list()
+                ]
+        assert sorted(reply.wwpns) == sorted(initiators), method
     if method == 'GetHostStatus':
         assert reply.status.host == host
 

@@ -307,10 +307,7 @@ def test_prepare_for_spawn_creates_the_partition_and_persists_the_wwpns(harness)
     ('error', 'nova_error'),
     [
         (errors.capacity_exceeded(HOST, 'full'), exception.ComputeResourcesUnavailable),
-        (
-            errors.storage_path_unsupported(HOST, 'CPCZ14', 'x'),
-            exception.ComputeResourcesUnavailable,
-        ),
+        (errors.cpc_not_usable(HOST, 'CPC in service'), exception.ComputeResourcesUnavailable),
         (errors.invalid_field('flavor.vcpus', 'bad'), exception.InvalidInput),
         (errors.host_not_found(HOST), client_mod.DPMBackendError),
     ],
