@@ -163,10 +163,8 @@ def boot_volume(message: pb.FcBootVolume, present: bool, field: str = 'boot_volu
         )
     if not present:
         raise errors.invalid_field(field, 'is required')
-    if message.volume_id and not naming.is_canonical_uuid(message.volume_id):
-        raise errors.invalid_field(
-            f'{field}.volume_id', f'{_shown(message.volume_id)} is not a Cinder volume id'
-        )
+    if message.volume_id:
+        volume_id(message.volume_id, f'{field}.volume_id')
     map_field = f'{field}.initiator_target_map'
     field = map_field
     if not message.initiator_target_map:
@@ -215,9 +213,16 @@ def attach_volume(request: pb.AttachVolumeRequest) -> BootVolume:
     return volume
 
 
+# A Cinder volume id (a UUID in practice) names a storage volume: OpenStack-<id>,
+# at most 64 characters, of the characters HMC names take safely.
+VOLUME_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,53}')
+
+
 def volume_id(value: str, field: str = 'volume_id') -> str:
-    if not naming.is_canonical_uuid(value):
-        raise errors.invalid_field(field, f'{_shown(value)} is not a Cinder volume id')
+    if not VOLUME_ID.fullmatch(value):
+        raise errors.invalid_field(
+            field, f'{_shown(value)} is not a volume id (1 to 54 letters, digits, ".", "_", "-")'
+        )
     return value
 
 

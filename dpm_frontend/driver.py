@@ -348,6 +348,7 @@ class DPMDriver(driver.ComputeDriver):
             nics=translate.nics(network_info),
             boot_volume=boot_volume,
             leave_stopped=bool(events) or not power_on,
+            data_volumes=translate.data_volumes(block_device_info, wwpns),
         )
         try:
             with self.virtapi.wait_for_instance_event(
@@ -468,16 +469,47 @@ class DPMDriver(driver.ComputeDriver):
         device_type=None,
         encryption=None,
     ):
+        """vHBA CPCs: nothing on the HMC (the guest scans its vHBAs); storage-group
+        CPCs: the backend defines the volume in the instance's group and finds it."""
         self._check_fc_volume(connection_info)
-        # The vHBAs exist for the partition's lifetime and the SAN side zones
-        # and masks the LUN: nothing to do on the HMC but check the partition.
-        self._info(instance)
+        wwpns = self.get_volume_connector(instance)['wwpns']
+        volume = translate.fc_volume(
+            connection_info, wwpns, self._volume_size(context, connection_info, instance), 'volume'
+        )
+        self._call(
+            'AttachVolume',
+            pb.AttachVolumeRequest(**self._ids(instance), volume=volume),
+            CONF.dpm.spawn_deadline,
+            instance=instance,
+        )
+
+    @staticmethod
+    def _volume_size(context, connection_info, instance) -> int | None:
+        """The volume's size in GiB from its block device mapping (Nova passes no BDM here)."""
+        volume_id = translate.volume_id_of(connection_info)
+        if not volume_id or context is None:
+            return None
+        try:
+            bdm = objects.BlockDeviceMapping.get_by_volume_and_instance(
+                context, volume_id, instance.uuid
+            )
+        except exception.VolumeBDMNotFound:
+            return None
+        return bdm.volume_size
 
     def detach_volume(self, context, connection_info, instance, mountpoint, encryption=None):
-        # NOTE: nothing to undo on the HMC (the vHBAs stay with the partition),
-        # so no backend call: the detach also succeeds once the partition is
-        # gone, which Nova's driver_detach needs (it re-raises InstanceNotFound).
+        # Succeeds once the partition is gone (Nova's driver_detach re-raises
+        # InstanceNotFound): the backend answers existed=false then.
         self._check_fc_volume(connection_info)
+        volume_id = translate.volume_id_of(connection_info)
+        if not volume_id:
+            return
+        self._call(
+            'DetachVolume',
+            pb.DetachVolumeRequest(**self._ids(instance), volume_id=volume_id),
+            CONF.dpm.power_deadline,
+            instance=instance,
+        )
         LOG.debug(
             'Volume detached at %(mountpoint)s', {'mountpoint': mountpoint}, instance=instance
         )

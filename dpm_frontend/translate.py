@@ -88,24 +88,41 @@ def nics(network_info) -> list[pb.Nic]:
     return result
 
 
+def _mappings(block_device_info) -> list:
+    return list((block_device_info or {}).get('block_device_mapping') or [])
+
+
+def _bdm_value(bdm, name: str):
+    """A field of Nova's DriverVolumeBlockDevice (proxied as an attribute) or of a dict."""
+    value = getattr(bdm, name, None)
+    if value is None and isinstance(bdm, dict):
+        value = bdm.get(name)
+    return value
+
+
 def root_volume_connection(block_device_info) -> dict | None:
     """connection_info of the boot volume (boot_index 0), or None."""
-    mappings = (block_device_info or {}).get('block_device_mapping') or []
-    for bdm in mappings:
+    for bdm in _mappings(block_device_info):
         if bdm.get('boot_index') == 0:
             return bdm.get('connection_info')
     return None
 
 
-def boot_volume(block_device_info, connector_wwpns: list[str]) -> pb.FcBootVolume | None:
-    """The FC boot volume of the instance, or None for an image boot."""
-    connection = root_volume_connection(block_device_info)
-    if connection is None:
-        return None
+def volume_id_of(connection_info: dict) -> str:
+    """Cinder's volume id: Nova puts it in ``serial``; some drivers in ``data``."""
+    data = connection_info.get('data') or {}
+    return str(connection_info.get('serial') or data.get('volume_id') or '')
+
+
+def fc_volume(
+    connection: dict, connector_wwpns: list[str], size_gib: int | None, what: str
+) -> pb.FcBootVolume:
+    """An FC volume as DPMHost takes it, from Cinder's connection_info."""
     if connection.get('driver_volume_type') != FIBRE_CHANNEL:
         raise exception.InvalidInput(
-            reason=f'the boot volume is attached through '
-            f'{connection.get("driver_volume_type")!r}; DPM boots from fibre_channel only'
+            reason=f'the {what} is attached through '
+            f'{connection.get("driver_volume_type")!r}; DPM supports fibre_channel only '
+            '(no FICON/ECKD or NVMe volumes)'
         )
     data = connection.get('data') or {}
     mapping = data.get('initiator_target_map')
@@ -123,7 +140,31 @@ def boot_volume(block_device_info, connector_wwpns: list[str]) -> pb.FcBootVolum
             pb.InitiatorTargets(initiator_wwpn=initiator, target_wwpns=list(targets))
             for initiator, targets in mapping.items()
         ],
+        volume_id=volume_id_of(connection),
+        size_gib=int(size_gib or 0),
     )
+
+
+def boot_volume(block_device_info, connector_wwpns: list[str]) -> pb.FcBootVolume | None:
+    """The FC boot volume of the instance, or None for an image boot."""
+    for bdm in _mappings(block_device_info):
+        if bdm.get('boot_index') == 0 and bdm.get('connection_info'):
+            return fc_volume(
+                bdm['connection_info'],
+                connector_wwpns,
+                _bdm_value(bdm, 'volume_size'),
+                'boot volume',
+            )
+    return None
+
+
+def data_volumes(block_device_info, connector_wwpns: list[str]) -> list[pb.FcBootVolume]:
+    """The other FC volumes of the block device mapping, attached at spawn."""
+    return [
+        fc_volume(bdm['connection_info'], connector_wwpns, _bdm_value(bdm, 'volume_size'), 'volume')
+        for bdm in _mappings(block_device_info)
+        if bdm.get('boot_index') != 0 and bdm.get('connection_info')
+    ]
 
 
 def connector(instance_uuid: str, wwpns: list[str]) -> dict:

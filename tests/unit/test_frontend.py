@@ -799,22 +799,37 @@ def test_init_host_refuses_plaintext_tcp_before_anything_is_sent(dpm_options):
 # -- volumes -------------------------------------------------------------------
 
 
+VOLUME_ID = '3f0a9c2e-6b1d-4e8f-9a7c-5d2e1b0c4f6a'
+FC_VOLUME = {
+    'driver_volume_type': 'fibre_channel',
+    'serial': VOLUME_ID,
+    'data': {'target_lun': 1, 'target_wwn': ['500507680b2142e5']},
+}
+
+
+SEEN: list = []
+
+
 def partition_gone(method, request, timeout):
+    SEEN.append((method, request))
+    if method == 'DetachVolume':
+        return pb.DetachVolumeResponse(existed=False)  # the backend finds nothing to remove
     raise failed_call(grpc.StatusCode.NOT_FOUND, 'INSTANCE_NOT_FOUND', 'no partition')
 
 
-FC_VOLUME = {'driver_volume_type': 'fibre_channel', 'data': {'target_lun': 1}}
-
-
-def test_detach_volume_succeeds_without_a_call_when_the_partition_is_gone():
+def test_detach_volume_succeeds_when_the_partition_is_gone():
     drv, channel = scripted_driver(partition_gone)
     instance = make_instance(wwpns=WWPNS)
+    SEEN.clear()
     assert drv.detach_volume(None, FC_VOLUME, instance, '/dev/sdb') is None
-    assert channel.calls == []
-    # Attaching still needs the partition.
+    ((method, request),) = SEEN
+    assert (method, request.volume_id) == ('DetachVolume', VOLUME_ID)
+    # Attaching needs the partition: the backend's NOT_FOUND is Nova's InstanceNotFound.
     with pytest.raises(exception.InstanceNotFound):
         drv.attach_volume(None, FC_VOLUME, instance, '/dev/sdb')
-    assert [c[0] for c in channel.calls] == ['GetInstanceInfo']
+    method, request = SEEN[-1]
+    assert method == 'AttachVolume' and request.volume.volume_id == VOLUME_ID
+    assert [w.initiator_wwpn for w in request.volume.initiator_target_map] == WWPNS
 
 
 def test_volumes_other_than_fibre_channel_are_refused_without_a_call():
