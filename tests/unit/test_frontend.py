@@ -818,7 +818,7 @@ def partition_gone(method, request, timeout):
 
 
 def test_detach_volume_succeeds_when_the_partition_is_gone():
-    drv, channel = scripted_driver(partition_gone)
+    drv, _channel = scripted_driver(partition_gone)
     instance = make_instance(wwpns=WWPNS)
     SEEN.clear()
     assert drv.detach_volume(None, FC_VOLUME, instance, '/dev/sdb') is None
