@@ -183,12 +183,13 @@ class DPMHostServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PrepareInstance(self, request, context):
-        """PrepareInstance creates the stopped partition and its vHBAs, so that the
+        """PrepareInstance creates the stopped partition and its vHBAs (on a
+        storage-group CPC: its storage group), so that the
         volume connector exists before Nova attaches the boot volume. Idempotent:
         a retry for the same instance converges on the same partition. Codes:
         INVALID_ARGUMENT, NOT_FOUND (unknown host), RESOURCE_EXHAUSTED (the CPC
         subset cannot hold the flavor, or the backend is busy),
-        FAILED_PRECONDITION (CPC not usable, no vHBA storage path), UNAVAILABLE,
+        FAILED_PRECONDITION (CPC not usable), UNAVAILABLE,
         DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -196,7 +197,8 @@ class DPMHostServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetVolumeConnector(self, request, context):
-        """GetVolumeConnector returns the partition's vHBA WWPNs. Idempotent, no side
+        """GetVolumeConnector returns the WWPNs of the instance's initiators: its
+        vHBAs, or on a storage-group CPC its storage group's. Idempotent, no side
         effects. Codes: INVALID_ARGUMENT, NOT_FOUND (unknown host, or once the
         partition is deleted: its WWPNs are gone from the HMC, so callers keep the
         connector they were given), UNAVAILABLE, DEADLINE_EXCEEDED.
@@ -215,8 +217,8 @@ class DPMHostServicer:
         INVALID_ARGUMENT (also image boot, unsupported VIF or VLAN),
         NOT_FOUND (unknown host or virtual switch), RESOURCE_EXHAUSTED (subset
         capacity, more than 12 NICs, command line over 256 characters, busy),
-        FAILED_PRECONDITION (CPC not usable, no vHBA path, boot volume not
-        reachable through the boot vHBA, partition state, PARTITION_NOT_STARTED
+        FAILED_PRECONDITION (CPC not usable, boot volume not reachable
+        through the boot vHBA or the storage group, partition state, PARTITION_NOT_STARTED
         when the start ends paused or in reservation-error), UNAVAILABLE,
         DEADLINE_EXCEEDED.
         """
@@ -225,7 +227,8 @@ class DPMHostServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Destroy(self, request, context):
-        """Destroy stops and deletes the partition with its NICs and vHBAs.
+        """Destroy stops and deletes the partition with its NICs and vHBAs, and
+        on a storage-group CPC detaches and deletes its storage group.
         Idempotent: succeeds when the partition is already gone. Codes:
         INVALID_ARGUMENT, NOT_FOUND (unknown host), FAILED_PRECONDITION
         (partition state), UNAVAILABLE, DEADLINE_EXCEEDED.
