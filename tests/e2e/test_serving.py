@@ -64,6 +64,29 @@ def test_socket_is_created_with_the_configured_mode(running):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
 
 
+def test_the_socket_never_appears_with_a_wider_mode_and_the_umask_is_left_alone(
+    backend_factory, monkeypatch
+):
+    """Other threads create files meanwhile: the process umask must not change."""
+    calls = []
+    real_umask = os.umask
+    monkeypatch.setattr(os, 'umask', lambda mask: calls.append(mask) or real_umask(mask))
+    seen = []
+    real_rename = os.rename
+
+    def rename(src, dst, *args, **kwargs):
+        # The socket reaches its path by rename, with its final mode already.
+        seen.append((dst, stat.S_IMODE(os.stat(src).st_mode)))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'rename', rename)
+    running = backend_factory()
+    path = running.backend.config.listen.unix_path
+    assert calls == []
+    assert seen == [(path, 0o660)]
+    assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith('.dpm-backend-')]
+
+
 def test_grpcurl_lists_describes_and_calls_through_reflection(running):
     sock = running.backend.config.listen.unix_path
     listed = grpcurl(sock, 'list')
