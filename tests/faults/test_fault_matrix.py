@@ -251,6 +251,28 @@ def retry_problems(h: Harness, wwpns, want, operation: str, where: str) -> list[
     return problems
 
 
+def fail_once(h: Harness, call, kind: str, k: int, outage: bool, where: str) -> list[str]:
+    """Run ``call`` with the k-th HMC request failing; what its answer got wrong."""
+    problems = []
+    h.faults.arm(k, kind, outage)
+    try:
+        call()
+        if not (absorbable(h.faults.hit) and not outage):
+            problems.append(f'{where}: succeeded despite the fault at {h.faults.hit}')
+    except grpc.RpcError as exc:
+        expected = STATUS['connection' if outage else kind]
+        if exc.code() != expected:
+            problems.append(
+                f'{where}: {exc.code().name} (want {expected.name}) at {h.faults.hit}: '
+                f'{exc.details()}'
+            )
+        if PASSWORD in exc.details() + repr(exc.trailing_metadata()):
+            problems.append(f'{where}: password in the error')
+    finally:
+        h.faults.disarm()
+    return problems
+
+
 def run_case(config, served, wwpns, reference, operation, kind, k, outage, then) -> list[str]:
     """One fault; the problems found (empty if none)."""
     setup, call = OPERATIONS[operation]
@@ -260,22 +282,7 @@ def run_case(config, served, wwpns, reference, operation, kind, k, outage, then)
     try:
         setup(h, wwpns)
         others = snapshot(h.hmc, exclude={NAME})
-        h.faults.arm(k, kind, outage)
-        try:
-            call(h, wwpns)
-            if not (absorbable(h.faults.hit) and not outage):
-                problems.append(f'{where}: succeeded despite the fault at {h.faults.hit}')
-        except grpc.RpcError as exc:
-            expected = STATUS['connection' if outage else kind]
-            if exc.code() != expected:
-                problems.append(
-                    f'{where}: {exc.code().name} (want {expected.name}) at {h.faults.hit}: '
-                    f'{exc.details()}'
-                )
-            if PASSWORD in exc.details() + repr(exc.trailing_metadata()):
-                problems.append(f'{where}: password in the error')
-        finally:
-            h.faults.disarm()
+        problems += fail_once(h, lambda: call(h, wwpns), kind, k, outage, where)
         if snapshot(h.hmc, exclude={NAME}) != others:
             problems.append(f'{where}: another partition changed')
         if then == 'retry':

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import grpc
 import pytest
 from dpmtest import INVENTORY
 from dpmtest import PASSWORD
@@ -31,9 +30,8 @@ from dpmtest import load_config
 from dpmtest import nic
 from dpmtest import snapshot
 from dpmtest import write_config
-from faults.test_fault_matrix import STATUS
 from faults.test_fault_matrix import Harness
-from faults.test_fault_matrix import absorbable
+from faults.test_fault_matrix import fail_once
 
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_backend import naming
@@ -220,22 +218,7 @@ def run_case(config, served, wwpns, reference, operation, kind, k, outage, then)
     try:
         setup(h, wwpns)
         others = others_of(h.hmc)
-        h.faults.arm(k, kind, outage)
-        try:
-            call(h, wwpns)
-            if not (absorbable(h.faults.hit) and not outage):
-                problems.append(f'{where}: succeeded despite the fault at {h.faults.hit}')
-        except grpc.RpcError as exc:
-            expected = STATUS['connection' if outage else kind]
-            if exc.code() != expected:
-                problems.append(
-                    f'{where}: {exc.code().name} (want {expected.name}) at {h.faults.hit}: '
-                    f'{exc.details()}'
-                )
-            if PASSWORD in exc.details() + repr(exc.trailing_metadata()):
-                problems.append(f'{where}: password in the error')
-        finally:
-            h.faults.disarm()
+        problems += fail_once(h, lambda: call(h, wwpns), kind, k, outage, where)
         if then == 'retry':
             call(h, wwpns)
             got = state(h.hmc)
