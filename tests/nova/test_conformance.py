@@ -9,6 +9,11 @@ by itself. Here every inherited test is either
 - NOT APPLICABLE (below, with the reason): replaced by a test asserting that the
   driver raises NotImplementedError, which is what Nova's compute manager
   expects from a driver without the feature (never a silent no-op).
+
+The suite runs twice: for a host on a z13 (storage through vHBAs) and for a
+host on a z14 (DPM storage management: a storage group per instance). Every
+inherited test applies to both hosts alike: none is storage-path specific
+beyond the replaced volume tests, which check each path's HMC objects.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import pathlib
 import shutil
 import tempfile
 
+from dpmtest import DEFAULT_PROFILE
 from dpmtest import INVENTORY
 from dpmtest import HostSpec
 from dpmtest import load_config
@@ -86,7 +92,7 @@ NOT_APPLICABLE = {
     'test_resume_suspended_instance': 'as test_suspend',
     'test_get_diagnostics': 'no diagnostics from the HMC yet',
     'test_get_instance_diagnostics': 'as test_get_diagnostics',
-    'test_block_stats': 'no block statistics: storage is FC through vHBAs',
+    'test_block_stats': 'no block statistics: storage is FC through vHBAs or storage groups',
     'test_get_console_output': 'the OS console is an HMC websocket, not a log',
     'test_get_vnc_console': 'no graphical console',
     'test_get_spice_console': 'no graphical console',
@@ -147,20 +153,31 @@ def _not_applicable(name, reason):
 
 
 class DPMDriverConformanceTest(Base, test.TestCase):
-    """The conformance suite against DPMDriver and a real backend on the HMC simulator."""
+    """The conformance suite against DPMDriver and a real backend on the HMC simulator.
+
+    The host is on a z13: storage through the partition's vHBAs.
+    """
+
+    # The HMC version the simulator answers as.
+    PROFILE = DEFAULT_PROFILE
+    # The host's CPC, the FCP adapters of its storage mappings and the
+    # virtual switch of its ports (INVENTORY keys).
+    CPC = 'z13'
+    ADAPTERS = 'fcp'
+    VSWITCH = 'vswitch_osa0'
 
     def setUp(self):
-        self.served = simulator()
+        self.served = simulator(self.PROFILE)
         pristine(self.served)
         workdir = pathlib.Path(tempfile.mkdtemp(prefix='dpm-conf-'))
         self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
         socket_path = workdir / 'b.sock'
         host = HostSpec(
             'fake-mini',
-            INVENTORY['z13'],
+            INVENTORY[self.CPC],
             max_processors=16,
             max_memory=65536,
-            mappings=tuple(f'{a}:0' for a in INVENTORY['fcp']),
+            mappings=tuple(f'{a}:0' for a in INVENTORY[self.ADAPTERS]),
         )
         config = write_config(workdir / 'b.conf', socket_path, [host], hmc=self.served)
         self.backend = Backend(load_config(config))
@@ -172,7 +189,7 @@ class DPMDriverConformanceTest(Base, test.TestCase):
         self.addCleanup(self.connection.cleanup_host, 'fake-mini')
 
     def _partition(self, instance):
-        cpc = self.served.sim.hmc.cpcs.lookup_by_oid(INVENTORY['z13'])
+        cpc = self.served.sim.hmc.cpcs.lookup_by_oid(INVENTORY[self.CPC])
         name = naming.partition_name('fake-mini', instance.uuid)
         return next((p for p in cpc.partitions.list() if p.properties['name'] == name), None)
 
@@ -181,19 +198,19 @@ class DPMDriverConformanceTest(Base, test.TestCase):
             id='5f0a3a1e-8d4b-4b8e-9a43-2c6f0e4d1a01',
             address='fa:16:3e:00:aa:01',
             type='dpm_vswitch',
-            details={'object_id': INVENTORY['vswitch_osa0']},
+            details={'object_id': INVENTORY[self.VSWITCH]},
             network=network_model.Network(id='net', bridge=None, label='flat'),
             active=True,
         )
         return network_model.NetworkInfo([vif])
 
-    def _fc_connection_info(self, instance):
+    def _fc_connection_info(self, instance, serial='fc-volume', lun=1):
         wwpns = self.connection.get_volume_connector(instance)['wwpns']
         return {
             'driver_volume_type': 'fibre_channel',
-            'serial': 'fc-volume',
+            'serial': serial,
             'data': {
-                'target_lun': 1,
+                'target_lun': lun,
                 'target_wwn': [TARGET],
                 'initiator_target_map': {w: [TARGET] for w in wwpns},
             },
@@ -208,7 +225,11 @@ class DPMDriverConformanceTest(Base, test.TestCase):
         self.connection.prepare_for_spawn(instance)
         block_device_info = {
             'block_device_mapping': [
-                {'boot_index': 0, 'connection_info': self._fc_connection_info(instance)}
+                {
+                    'boot_index': 0,
+                    'connection_info': self._fc_connection_info(instance),
+                    'volume_size': 10,
+                }
             ]
         }
         # Booted from a volume: the image metadata comes from the volume.
@@ -223,7 +244,35 @@ class DPMDriverConformanceTest(Base, test.TestCase):
             network_info=network_info,
             block_device_info=block_device_info,
         )
+        self.last_instance = instance
         return instance, network_info
+
+    def _data_volume(self, instance):
+        """connection_info of a data volume, whose block device mapping Nova saved.
+
+        The driver reads the volume's size from that mapping (a storage volume
+        is defined with it). A volume attached through the API has no size
+        there yet when Nova calls attach_volume: test_functional covers that.
+        """
+        objects.BlockDeviceMapping(
+            self.ctxt,
+            instance_uuid=instance.uuid,
+            volume_id='fc-data-volume',
+            source_type='volume',
+            destination_type='volume',
+            boot_index=None,
+            device_name='/dev/sdb',
+            volume_size=5,
+        ).create()
+        return self._fc_connection_info(instance, 'fc-data-volume', 2)
+
+    def _storage_wwpns(self, instance) -> list[str]:
+        """The WWPNs of the instance's storage on the HMC: its vHBAs'."""
+        return sorted(h.properties['wwpn'].lower() for h in self._partition(instance).hbas.list())
+
+    def _assert_attached(self, instance, volume_id: str, attached: bool) -> None:
+        """vHBAs: nothing on the HMC follows a volume (the SAN maps it to the vHBAs)."""
+        self.assertEqual([], self._partition(instance).properties.get('storage-group-uris') or [])
 
     # DPM-shaped replacements -------------------------------------------
 
@@ -239,11 +288,10 @@ class DPMDriverConformanceTest(Base, test.TestCase):
         instance.image_ref = ''
         self.connection.prepare_for_spawn(instance)
         connector = self.connection.get_volume_connector(instance)
-        hbas = self._partition(instance).hbas.list()
         self.assertEqual(instance.uuid, connector['host'])
-        self.assertEqual(
-            sorted(h.properties['wwpn'].lower() for h in hbas), sorted(connector['wwpns'])
-        )
+        wwpns = self._storage_wwpns(instance)
+        self.assertEqual(2, len(wwpns))
+        self.assertEqual(wwpns, sorted(connector['wwpns']))
 
     def test_get_volume_connector_storage_ip(self):
         # The FC connector carries no IP; the storage IP option changes nothing.
@@ -265,13 +313,15 @@ class DPMDriverConformanceTest(Base, test.TestCase):
 
     def test_attach_detach_volume(self):
         instance, _ = self._get_running_instance()
-        connection_info = self._fc_connection_info(instance)
+        connection_info = self._data_volume(instance)
         self.assertIsNone(
-            self.connection.attach_volume(None, connection_info, instance, '/dev/sdb')
+            self.connection.attach_volume(self.ctxt, connection_info, instance, '/dev/sdb')
         )
+        self._assert_attached(instance, 'fc-data-volume', True)
         self.assertIsNone(
-            self.connection.detach_volume(None, connection_info, instance, '/dev/sdb')
+            self.connection.detach_volume(self.ctxt, connection_info, instance, '/dev/sdb')
         )
+        self._assert_attached(instance, 'fc-data-volume', False)
         from nova import exception
 
         self.assertRaises(
@@ -285,12 +335,14 @@ class DPMDriverConformanceTest(Base, test.TestCase):
 
     def test_attach_detach_different_power_states(self):
         instance, network_info = self._get_running_instance()
-        connection_info = self._fc_connection_info(instance)
+        connection_info = self._data_volume(instance)
         self.connection.power_off(instance)
-        self.connection.attach_volume(None, connection_info, instance, '/dev/sdb')
+        self.connection.attach_volume(self.ctxt, connection_info, instance, '/dev/sdb')
+        self._assert_attached(instance, 'fc-data-volume', True)
         self.connection.power_on(self.ctxt, instance, network_info, None)
         self.assertEqual('active', self._partition(instance).properties['status'])
-        self.connection.detach_volume(None, connection_info, instance, '/dev/sdb')
+        self.connection.detach_volume(self.ctxt, connection_info, instance, '/dev/sdb')
+        self._assert_attached(instance, 'fc-data-volume', False)
 
     def test_swap_volume(self):
         instance, _ = self._get_running_instance()
@@ -322,6 +374,63 @@ class DPMDriverConformanceTest(Base, test.TestCase):
         self.assertEqual(1, self.connection.get_info(instance).state)  # RUNNING
 
 
+class DPMDriverConformanceOnStorageGroupsTest(DPMDriverConformanceTest):
+    """The same suite for a host on a z14 (HMC 2.16.0): a storage group per instance."""
+
+    PROFILE = '2.16.0'
+    CPC = 'z14'
+    ADAPTERS = 'fcp_z14'
+    VSWITCH = 'vswitch_z14'
+
+    def _group(self, instance):
+        console = self.served.sim.hmc.consoles.lookup_by_oid(None)
+        name = naming.partition_name('fake-mini', instance.uuid)
+        return next(
+            (g for g in console.storage_groups.list() if g.properties['name'] == name), None
+        )
+
+    def _storage_wwpns(self, instance) -> list[str]:
+        """The instance's storage group's WWPNs (unassigned until it is attached)."""
+        group = self._group(instance)
+        self.assertEqual([], self._partition(instance).hbas.list())
+        found = [
+            e['world-wide-port-name'] for e in group.properties['unassigned-world-wide-port-names']
+        ]
+        found += [
+            v.properties['world-wide-port-name'] for v in group.virtual_storage_resources.list()
+        ]
+        return sorted(w.lower() for w in found)
+
+    def _assert_attached(self, instance, volume_id: str, attached: bool) -> None:
+        """A storage volume of the instance's group follows the volume; the boot one stays."""
+        group = self._group(instance)
+        self.assertEqual([group.uri], self._partition(instance).properties['storage-group-uris'])
+        volumes = {v.properties['name']: v.properties for v in group.storage_volumes.list()}
+        expected = {'OpenStack-fc-volume'} | ({f'OpenStack-{volume_id}'} if attached else set())
+        self.assertEqual(expected, set(volumes))
+        self.assertEqual('boot', volumes['OpenStack-fc-volume']['usage'])
+        if attached:
+            data = volumes[f'OpenStack-{volume_id}']
+            self.assertEqual(('data', 5), (data['usage'], data['size']))
+
+    def test_spawn_builds_the_partition(self):
+        super().test_spawn_builds_the_partition()
+        instance = self.last_instance
+        partition, group = self._partition(instance), self._group(instance)
+        self.assertEqual([group.uri], partition.properties['storage-group-uris'])
+        self.assertEqual('storage-volume', partition.properties['boot-device'])
+        (boot_sv,) = group.storage_volumes.list()
+        self.assertEqual(boot_sv.uri, partition.properties['boot-storage-volume'])
+        self.assertEqual(
+            ('OpenStack-fc-volume', 10), (boot_sv.properties['name'], boot_sv.properties['size'])
+        )
+
+    def test_volume_connector_survives_destroy_and_a_driver_restart(self):
+        super().test_volume_connector_survives_destroy_and_a_driver_restart()
+        self.assertIsNone(self._group(self.last_instance))
+
+
+# Set on the z13 class; the storage-group class inherits them.
 for _name in SUPPORTED:
     setattr(DPMDriverConformanceTest, _name, _unwrapped(_name))
 for _name, _reason in NOT_APPLICABLE.items():
