@@ -7,10 +7,10 @@ asynchronous Start/Stop Partition jobs, HBAs refused on storage-group CPCs)
 and records every request that reached it, with its status: the counts and
 the rejected requests of the bench come from there.
 
-Profiles: HMC 2.14.1 (API 2.40) and 2.15.0 (API 3.4) manage a z13 with vHBAs;
-HMC 2.16.0 (API 4.10) manages only a z14 with DPM storage management, where
-the backend serves reads but refuses prepare and spawn
-(STORAGE_PATH_UNSUPPORTED), so the bench runs lifecycles on the first two only.
+Profiles: HMC 2.14.1 (API 2.40) and 2.15.0 (API 3.4) manage a z13 with vHBAs
+(and a z14); HMC 2.16.0 (API 4.10) manages only a z14 with DPM storage
+management. The bench runs the vHBA lifecycle on the z13 of the first two,
+and the storage-group lifecycle on the z14 of 2.15.0 and 2.16.0.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ USERID = 'openstack-bench'
 PASSWORD = 'bench-hmc-password'  # noqa: S105 (the simulator's, on loopback only)
 PROFILES = ('2.14.1', '2.15.0', '2.16.0')
 VHBA_PROFILES = ('2.14.1', '2.15.0')
+# Where the bench runs the storage-group lifecycle (CPCZ14).
+SG_PROFILES = ('2.15.0', '2.16.0')
 VHBA_CPC = 'CPCZ13'
 STORAGE_GROUP_CPC = 'CPCZ14'
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench import keys
 from bench import soak
 from bench.scenarios import OPERATIONS
+from bench.scenarios import SG_OPERATIONS
 
 
 def _n(value) -> str:
@@ -47,6 +48,61 @@ def _requests_per_operation(profile: str, data: dict) -> list[str]:
             f'switches): {cold["work"]} ({cold["polling"]}), of which {cold["vswitch_lists"]} '
             f'virtual-switch lists, {cold["vswitch_gets"]} virtual-switch GETs, '
             f'{cold["nic_gets"]} NIC GETs.',
+        ]
+    return lines
+
+
+def _storage_groups(profile: str, data: dict) -> list[str]:
+    from bench import run
+
+    sg = data['storage_groups']
+    entries = sorted(sg['per_nics'].values(), key=lambda e: e['nics'])
+    first = entries[0]
+    lines = [
+        f'### HMC {profile} (API {data["api_version"]}), {sg["cpc"]}, storage groups '
+        f'({first["ports"]} adapter ports, connectivity {first["connectivity"]}): HMC requests '
+        'per operation besides polling (job checks in parentheses) / budget',
+        '',
+        '| operation | ' + ' | '.join(f'n={e["nics"]}' for e in entries) + ' |',
+        '|---' * (len(entries) + 1) + '|',
+    ]
+    for op in SG_OPERATIONS:
+        cells = []
+        for entry in entries:
+            counts = entry['operations'][op]
+            cells.append(
+                f'{_n(counts["work"])} ({_n(counts["polling"])}) / '
+                f'{run.sg_budget(op, entry["nics"])}'
+            )
+        lines.append(f'| {op} | ' + ' | '.join(cells) + ' |')
+    lines += ['', f'Storage groups left after the runs: {sg["groups_left"]}']
+    discovery = sg.get('discovery')
+    if discovery:
+        runs = discovery['runs']
+
+        def listed(values) -> str:
+            return ', '.join(_s(v) for v in values)
+
+        def waited(jobs) -> str:
+            return ', '.join(
+                f'{_s(j["waited_s"])}/{_s(j["found_after_s"])}' if j else '-' for j in jobs
+            )
+
+        lines += [
+            '',
+            f'FCP discovery jobs of {discovery["discover_seconds"]:g} s vs 0 s (a fresh backend '
+            f'each, default job polling, {discovery["repeats"]} runs; medians): spawn '
+            f'{_s(discovery["spawn_s"])} s vs {_s(discovery["spawn_instant_s"])} s: the '
+            f'discovery adds {_s(discovery["spawn_added_s"])} s; attach_volume '
+            f'{_s(discovery["attach_s"])} s vs {_s(discovery["attach_instant_s"])} s: '
+            f'+{_s(discovery["attach_added_s"])} s. A spawn waits '
+            f'{_s(discovery["spawn_discovery_wait_s"])} s for its discovery job (submitted to '
+            f'deleted; {_s(discovery["spawn_discovery_wait_instant_s"])} s for a 0 s job).',
+            f'- spawn s per run: {listed(runs["discovery"]["spawn_s"])} '
+            f'(0 s job: {listed(runs["instant"]["spawn_s"])})',
+            f'- discovery waited / seen after its end, s per spawn: '
+            f'{waited(runs["discovery"]["spawn_jobs"])}; per attach: '
+            f'{waited(runs["discovery"]["attach_jobs"])}',
         ]
     return lines
 
@@ -228,6 +284,9 @@ def table(results: dict) -> str:
             lines += [*_requests_per_operation(profile, data), '']
         elif data.get('skipped'):
             lines += [f'### HMC {profile} (API {data["api_version"]}): {data["skipped"]}', '']
+    for profile, data in results['profiles'].items():
+        if data.get('storage_groups'):
+            lines += [*_storage_groups(profile, data), '']
     lines += [*_power_sync(results), '']
     wait = _wait(results)
     if wait:

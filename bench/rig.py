@@ -41,7 +41,9 @@ FAST_JOBS = {'job_poll_interval': 0.01}
 @dataclasses.dataclass(frozen=True)
 class HostDef:
     name: str
-    vhbas: int = 1  # physical_storage_adapter_mappings (m)
+    # physical_storage_adapter_mappings: the vHBAs of a partition on a z13 (m);
+    # on a CPC with storage groups, the adapter ports the host's groups use.
+    vhbas: int = 1
     max_processors: int = 16
     max_memory: int = 16384
 
@@ -146,23 +148,72 @@ def network_info(vswitches: list[str], nics: int, seed: int = 0):
     )
 
 
-def block_device_info(wwpns: list[str], lun: int = 1) -> dict:
-    """block_device_info of a server booted from an FC volume, as Cinder maps it."""
-    return {
-        'block_device_mapping': [
-            {
-                'boot_index': 0,
-                'connection_info': {
-                    'driver_volume_type': 'fibre_channel',
-                    'data': {
-                        'target_lun': lun,
-                        'target_wwn': [BOOT_TARGET_WWPN],
-                        'initiator_target_map': {w: [BOOT_TARGET_WWPN] for w in wwpns},
-                    },
-                },
-            }
-        ]
+def fc_connection_info(wwpns: list[str], lun: int = 1, volume_id: str = '') -> dict:
+    """connection_info of an FC volume as Cinder returns it (``serial``: the volume id)."""
+    info: dict = {
+        'driver_volume_type': 'fibre_channel',
+        'data': {
+            'target_lun': lun,
+            'target_wwn': [BOOT_TARGET_WWPN],
+            'initiator_target_map': {w: [BOOT_TARGET_WWPN] for w in wwpns},
+        },
     }
+    if volume_id:
+        info['serial'] = volume_id
+    return info
+
+
+def block_device_info(
+    wwpns: list[str], lun: int = 1, volume_id: str = '', volume_size: int | None = None
+) -> dict:
+    """block_device_info of a server booted from an FC volume, as Cinder maps it.
+
+    The storage-group path needs the volume's id and size (the vHBA path
+    needs neither: without them the mapping is what the vHBA bench always used).
+    """
+    mapping: dict = {
+        'boot_index': 0,
+        'connection_info': fc_connection_info(wwpns, lun, volume_id),
+    }
+    if volume_id:
+        mapping['volume_id'] = volume_id
+    if volume_size is not None:
+        mapping['volume_size'] = volume_size
+    return {'block_device_mapping': [mapping]}
+
+
+def nova_context():
+    """A request context as nova-compute passes to attach_volume."""
+    from nova import context
+
+    return context.get_admin_context()
+
+
+def bdm_lookup(volume_size: int):
+    """Nova's BlockDeviceMapping.get_by_volume_and_instance, without Nova's database.
+
+    The driver's attach_volume reads the volume's size from the BDM that
+    nova-compute saved before the call; the bench has no database, so the
+    lookup answers a BDM object with ``volume_size`` (a context manager).
+    """
+    from unittest import mock
+
+    _, objects, _, _, _, _ = nova()
+
+    def get_by_volume_and_instance(context, volume_id, instance_uuid, expected_attrs=None):
+        return objects.BlockDeviceMapping(
+            volume_id=volume_id,
+            instance_uuid=instance_uuid,
+            source_type='volume',
+            destination_type='volume',
+            volume_size=volume_size,
+        )
+
+    return mock.patch.object(
+        objects.BlockDeviceMapping,
+        'get_by_volume_and_instance',
+        staticmethod(get_by_volume_and_instance),
+    )
 
 
 def provider_tree_for(driver, host: str):
@@ -292,12 +343,18 @@ def rig(served, inventory: dict, hosts: list[HostDef], options=None) -> Iterator
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def boot(driver, instance, vswitches: list[str], nics: int, seed: int = 0):
-    """prepare_for_spawn, get_volume_connector, spawn: nova-compute's boot order."""
+def boot(driver, instance, vswitches: list[str], nics: int, seed: int = 0, volume_size=None):
+    """prepare_for_spawn, get_volume_connector, spawn: nova-compute's boot order.
+
+    ``volume_size`` (GiB): the boot volume carries an id and that size, as the
+    storage-group path needs.
+    """
     vifs = network_info(vswitches, nics, seed)
     driver.prepare_for_spawn(instance)
     wwpns = driver.get_volume_connector(instance)['wwpns']
-    driver.spawn(None, instance, None, [], None, {}, vifs, block_device_info(wwpns))
+    volume_id = str(uuid.uuid4()) if volume_size is not None else ''
+    bdi = block_device_info(wwpns, volume_id=volume_id, volume_size=volume_size)
+    driver.spawn(None, instance, None, [], None, {}, vifs, bdi)
     return vifs
 
 

@@ -16,17 +16,73 @@ SMALL = ('destroy', 'power_off', 'power_on', 'power_on_from_paused', 'reboot')
 # Seconds between the runs of Nova's resource tracker (update_resources_interval 0: 60 s).
 RESOURCE_TRACKER_INTERVAL = 60
 
+# The storage-group path: HMC requests besides polling per operation (jobs end
+# at once, snapshots expired, the virtual switch known).
+# - prepare: the partition looked up and created (2), the group looked up and
+#   created (2), one read of its WWPNs (1);
+# - volume_connector: the partition looked up (and read below HMC 2.16), the
+#   group looked up and read;
+# - spawn: 5 + n as on the vHBA path (partition lookup and read, a POST per NIC,
+#   the boot properties, start, the final read) with no vHBAs, plus the group's
+#   steps, SG_SPAWN_STEPS: the group looked up and its WWPNs read (2), the
+#   volumes listed, the boot volume defined and read (3), Validate LUN Path and
+#   Fulfill (2), one discovery and the group and volume read before and after
+#   it (5), Attach (1);
+# - attach_volume: the partition and the group looked up (2), the volumes listed
+#   with their properties (2), the volume defined and read (2), one discovery
+#   with its reads (5); detach_volume: the group looked up, the volumes listed
+#   with their properties, the volume deleted;
+# - power off/on: a handful, as on the vHBA path; destroy: that handful plus
+#   the partition's groups read, the group looked up, detached and deleted.
+# Exact today: a request more anywhere is a change to look at.
+SG_SPAWN_STEPS = 13
+SG_BUDGETS = {
+    'prepare': 5,
+    'volume_connector': 4,
+    'attach_volume': 11,
+    'detach_volume': 4,
+    'power_off': HANDFUL,
+    'power_on': HANDFUL,
+    'destroy': HANDFUL + 4,
+}
+# HMC jobs per operation (Start, Stop, FCP discovery), and discoveries among them.
+SG_JOBS = {
+    'prepare': 0,
+    'volume_connector': 0,
+    'spawn': 2,
+    'attach_volume': 1,
+    'detach_volume': 0,
+    'power_off': 1,
+    'power_on': 1,
+    'destroy': 1,
+}
+SG_DISCOVERIES = {'spawn': 1, 'attach_volume': 1}
+
+
+def sg_budget(op: str, nics: int) -> int:
+    """HMC requests besides polling the storage-group path may spend on ``op``."""
+    return 5 + nics + SG_SPAWN_STEPS if op == 'spawn' else SG_BUDGETS[op]
+
 
 def profile_run(profile: str, quick: bool) -> dict:
-    """Every scenario that runs on one simulator of ``profile``; rejected requests counted."""
+    """Every scenario that runs on one simulator of ``profile``; rejected requests counted.
+
+    ``lifecycle`` lists the storage paths whose lifecycle ran: ``vhba`` on a
+    z13 (2.14.1, 2.15.0), ``storage_groups`` on the z14 (2.15.0, 2.16.0).
+    """
+    definition = hmc_mod.definition(profile)
     cpc_name = hmc_mod.serving_cpc(profile)
-    inventory = hmc_mod.inventory(hmc_mod.definition(profile), cpc_name)
-    lifecycle = not inventory['storage_management']
+    inventory = hmc_mod.inventory(definition, cpc_name)
+    vhba = not inventory['storage_management']
+    sg = profile in hmc_mod.SG_PROFILES
+    lifecycle = [path for path, ran in (('vhba', vhba), ('storage_groups', sg)) if ran]
     result: dict = {'cpc': cpc_name, 'lifecycle': lifecycle}
-    with hmc_mod.simulator(profile, start_seconds=0, stop_seconds=0) as served:
+    # Every job ends at once: the counts do not depend on the machine.
+    jobs = {'start_seconds': 0, 'stop_seconds': 0, 'discover_seconds': 0}
+    with hmc_mod.simulator(profile, **jobs) as served:
         result['hmc_version'] = served.sim.definition.hmc_version
         result['api_version'] = served.sim.definition.api_text
-        if lifecycle:
+        if vhba:
             result['requests_per_operation'] = scenarios.requests_per_operation(
                 served, inventory, repeats=1 if quick else 3
             )
@@ -34,16 +90,31 @@ def profile_run(profile: str, quick: bool) -> dict:
             result['spawn_cold'] = scenarios.spawn_cold(served, inventory)
         else:
             result['skipped'] = (
-                f'no lifecycle: {cpc_name} has DPM storage management, where the backend '
-                'refuses prepare and spawn (STORAGE_PATH_UNSUPPORTED)'
+                f'no vHBA lifecycle: HMC {profile} manages no CPC without DPM storage '
+                f'management ({", ".join(hmc_mod.cpc_names(definition))}); its lifecycle runs '
+                'on the storage-group path'
             )
+        if sg:
+            served.sim.reset()
+            sg_inventory = hmc_mod.inventory(definition, hmc_mod.STORAGE_GROUP_CPC)
+            result['storage_groups'] = {
+                'cpc': hmc_mod.STORAGE_GROUP_CPC,
+                **scenarios.sg_requests_per_operation(
+                    served, sg_inventory, repeats=1 if quick else 3
+                ),
+            }
+            if not quick:
+                result['storage_groups']['discovery'] = scenarios.discovery_time(
+                    served, sg_inventory
+                )
+            served.sim.reset()
         result['power_sync'] = scenarios.power_sync(
             served,
             inventory,
             sizes=(0, 20) if quick else (0, 20, 80),
             repeats=1 if quick else 3,
         )
-        if lifecycle and not quick:
+        if vhba and not quick:
             result['reads_during_destroys'] = scenarios.reads_during_destroys(served, inventory)
             result['wait_overhead'] = {
                 f'{latency:g}': scenarios.wait_overhead(served, inventory, latency)
@@ -149,6 +220,44 @@ def _lifecycle_targets(profile: str, data: dict) -> dict:
     return {f'{profile} {name}': t for name, t in judged.items()}
 
 
+def sg_targets(profile: str, data: dict) -> dict:
+    """The storage-group path: requests within budget, no group left, the discovery's cost."""
+    judged = {}
+    over, measured = {}, {}
+    for key, entry in data['per_nics'].items():
+        for op, counts in entry['operations'].items():
+            budget = sg_budget(op, entry['nics'])
+            measured[f'{key} {op}'] = counts['work']
+            if counts['work'] > budget or counts['seam_differs'] or counts['rejected']:
+                over[f'{key} {op}'] = (counts['work'], budget)
+    judged['sg_requests'] = _target(
+        not over,
+        over or measured,
+        f'within the storage-group budgets (spawn <= {5 + SG_SPAWN_STEPS} + n besides '
+        'polling; bench/run.py SG_BUDGETS)',
+    )
+    judged['sg_no_group_left'] = _target(
+        not data['groups_left'], data['groups_left'], 'destroy leaves no storage group'
+    )
+    discovery = data.get('discovery')
+    if discovery:
+        limit = discovery['discover_seconds'] + WAIT_OVERHEAD_S
+        judged['sg_discovery_added'] = _target(
+            discovery['spawn_added_s'] <= limit,
+            {
+                k: discovery[k]
+                for k in (
+                    'spawn_added_s',
+                    'spawn_discovery_wait_s',
+                    'attach_added_s',
+                    'worst_found_after_s',
+                )
+            },
+            f'a discovery of {discovery["discover_seconds"]:g} s adds <= {limit:g} s to a spawn',
+        )
+    return {f'{profile} {name}': t for name, t in judged.items()}
+
+
 def _sync_targets(profile: str, data: dict) -> dict:
     judged = {}
     sync = data['power_sync']
@@ -196,8 +305,10 @@ def _sync_targets(profile: str, data: dict) -> dict:
 def targets(results: dict) -> dict:
     judged = {}
     for profile, data in results['profiles'].items():
-        if data['lifecycle']:
+        if data.get('requests_per_operation'):
             judged.update(_lifecycle_targets(profile, data))
+        if data.get('storage_groups'):
+            judged.update(sg_targets(profile, data['storage_groups']))
         judged.update(_sync_targets(profile, data))
     hop = results.get('grpc_hop')
     if hop:

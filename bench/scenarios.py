@@ -197,6 +197,209 @@ def spawn_cold(served, inventory: dict, nics: int = 4) -> dict:
     }
 
 
+# --- Scenario 1b: the storage-group path (a CPC with DPM storage management) ------------------
+
+SG_OPERATIONS = (
+    'prepare',
+    'volume_connector',
+    'spawn',
+    'attach_volume',
+    'detach_volume',
+    'power_off',
+    'power_on',
+    'destroy',
+)
+SG_NICS = (1, 4)
+# The adapter ports the host maps (both FCP adapters of CPCZ14), and the
+# storage group's connectivity (the backend's default): WWPNs per group.
+SG_PORTS = 2
+SG_CONNECTIVITY = 2
+BOOT_VOLUME_GIB = 20
+DATA_VOLUME_GIB = 5
+DISCOVERY_POST = re.compile(r'/api/storage-groups/[^/?]+/operations/start-fcp-storage-discovery')
+
+
+def _sg_lifecycle_steps(driver, host: str, vswitches: list[str], nics: int):
+    """The operations of the storage-group lifecycle in order, as (name, callable)."""
+    instance = rig_mod.new_instance(host)
+    vifs = rig_mod.network_info(vswitches, nics)
+    state: dict = {}
+
+    def connector():
+        # Nova's first ask, before the WWPNs are in system_metadata.
+        fresh = rig_mod.new_instance(host, instance_uuid=instance.uuid)
+        state['wwpns'] = driver.get_volume_connector(fresh)['wwpns']
+
+    def spawn():
+        bdi = rig_mod.block_device_info(
+            state['wwpns'], volume_id=str(uuid.uuid4()), volume_size=BOOT_VOLUME_GIB
+        )
+        driver.spawn(None, instance, None, [], None, {}, vifs, bdi)
+
+    def attach():
+        state['data'] = rig_mod.fc_connection_info(state['wwpns'], 2, str(uuid.uuid4()))
+        with rig_mod.bdm_lookup(DATA_VOLUME_GIB):
+            driver.attach_volume(rig_mod.nova_context(), state['data'], instance, '/dev/sdb')
+
+    def detach():
+        driver.detach_volume(rig_mod.nova_context(), state['data'], instance, '/dev/sdb')
+
+    return instance, [
+        ('prepare', lambda: driver.prepare_for_spawn(instance)),
+        ('volume_connector', connector),
+        ('spawn', spawn),
+        ('attach_volume', attach),
+        ('detach_volume', detach),
+        ('power_off', lambda: driver.power_off(instance)),
+        ('power_on', lambda: driver.power_on(None, instance, vifs)),
+        ('destroy', lambda: driver.destroy(None, instance, vifs)),
+    ]
+
+
+def _storage_groups_left(served) -> list[str]:
+    sim = served.sim
+    with sim.lock:
+        return [g.properties['name'] for g in sim.hmc.consoles.console.storage_groups.list()]
+
+
+def sg_requests_per_operation(served, inventory: dict, repeats: int = 3) -> dict:
+    """HMC requests per Nova operation on the storage-group path, n NICs (jobs end at once).
+
+    A host on the CPC with DPM storage management, its groups on both FCP
+    adapter ports (connectivity 2). Spawn defines the boot volume, validates
+    its path, fulfils it, runs FCP discovery (an HMC job), attaches the group
+    and starts; attach_volume defines a data volume and runs discovery;
+    detach_volume deletes the volume; destroy detaches and deletes the group.
+    Job status checks and deletes (Start, Stop, discovery) are polling.
+    """
+    host = HostDef('sg', vhbas=SG_PORTS)
+    vswitches = inventory['vswitches']
+    results: dict = {}
+    with rig_mod.rig(served, inventory, [host], {'hmc': FAST_JOBS}) as running:
+        driver = running.drivers[host.name]
+        driver.get_available_resource(host.name)  # warm: the driver's channel
+        # Warm: a boot that has seen the virtual switch (as scenario 1).
+        warm = rig_mod.new_instance(host.name)
+        vifs = rig_mod.boot(driver, warm, vswitches, 1, volume_size=BOOT_VOLUME_GIB)
+        driver.destroy(None, warm, vifs)
+        for nics in SG_NICS:
+            samples: dict[str, list] = {op: [] for op in SG_OPERATIONS}
+            for _ in range(repeats):
+                _, steps = _sg_lifecycle_steps(driver, host.name, vswitches, nics)
+                for name, step in steps:
+                    samples[name].append(running.measure(step))
+            results[f'n{nics}'] = {
+                'nics': nics,
+                'ports': SG_PORTS,
+                'connectivity': SG_CONNECTIVITY,
+                'operations': {op: _summary(m) for op, m in samples.items()},
+            }
+    return {'per_nics': results, 'groups_left': _storage_groups_left(served)}
+
+
+def _discovery_timing(records, seconds: float) -> dict | None:
+    """The discovery job of a span: how long the call waited for it, and its lag after its end.
+
+    The job ends ``seconds`` after the HMC accepted it (the POST's record);
+    the backend's checks of it follow, the last one deletes it.
+    """
+    for index, record in enumerate(records):
+        if record.method != 'POST' or not DISCOVERY_POST.fullmatch(record.uri.partition('?')[0]):
+            continue
+        end = record.time + seconds
+        checks, found, done = 0, None, None
+        for later in records[index + 1 :]:
+            if not later.uri.startswith('/api/jobs/'):
+                continue
+            if later.method == 'GET':
+                checks += 1
+                if found is None and later.time >= end:
+                    found = later.time
+            elif later.method == 'DELETE':
+                done = later.time
+                break
+        return {
+            'waited_s': None if done is None else round(done - record.time, 3),
+            'found_after_s': None if found is None else round(found - end, 3),
+            'checks': checks,
+        }
+    return None
+
+
+def discovery_time(
+    served, inventory: dict, seconds: float = 1.0, repeats: int = 4, latency: float = 0.0
+) -> dict:
+    """The time FCP discovery adds to a spawn (and to attach_volume).
+
+    The simulator's discovery jobs take ``seconds``; Start/Stop jobs end at
+    once. The same lifecycle runs ``repeats`` times on a fresh backend with
+    discovery jobs of ``seconds``, then on another with discovery jobs of 0 s
+    (default job polling, as in production: the first run meets a backend
+    that has not timed a discovery yet). A spawn always runs one discovery,
+    so there is no spawn without one: the 0 s job is the floor (submit, one
+    check after the first poll interval, delete). Measured: the calls'
+    seconds (the difference of the medians is what the job's length adds),
+    and from the simulator's records the wait for the discovery job itself
+    (submission to delete) and how long after its end the backend saw it.
+    """
+    sim = served.sim
+    host = HostDef('disc', vhbas=SG_PORTS)
+    vswitches = inventory['vswitches']
+    runs: dict[str, dict[str, list]] = {}
+    before = len(sim.requests())
+    try:
+        for label, job_seconds in (('discovery', seconds), ('instant', 0.0)):
+            sim.reset()
+            sim.configure(
+                start_seconds=0, stop_seconds=0, discover_seconds=job_seconds, latency=latency
+            )
+            slot = runs[label] = {
+                'spawn_s': [],
+                'attach_s': [],
+                'spawn_jobs': [],
+                'attach_jobs': [],
+            }
+            with rig_mod.rig(served, inventory, [host]) as running:
+                driver = running.drivers[host.name]
+                for _ in range(repeats):
+                    _, steps = _sg_lifecycle_steps(driver, host.name, vswitches, 1)
+                    for name, step in steps:
+                        if name not in ('spawn', 'attach_volume'):
+                            step()
+                            continue
+                        measured = running.measure(step)
+                        key = 'spawn' if name == 'spawn' else 'attach'
+                        slot[f'{key}_s'].append(round(measured.seconds, 3))
+                        slot[f'{key}_jobs'].append(_discovery_timing(measured.records, job_seconds))
+    finally:
+        sim.configure(start_seconds=0, stop_seconds=0, discover_seconds=0, latency=0)
+    with_job, instant = runs['discovery'], runs['instant']
+    spawn_added = _median(with_job['spawn_s']) - _median(instant['spawn_s'])
+    attach_added = _median(with_job['attach_s']) - _median(instant['attach_s'])
+    lags = [j['found_after_s'] for j in with_job['spawn_jobs'] + with_job['attach_jobs'] if j]
+
+    def waits(jobs) -> float | None:
+        return _median([j['waited_s'] for j in jobs if j and j['waited_s'] is not None])
+
+    return {
+        'discover_seconds': seconds,
+        'latency_ms': latency * 1000,
+        'repeats': repeats,
+        'runs': runs,
+        # The spawn's wait for its discovery job: from its submission to its delete.
+        'spawn_discovery_wait_s': waits(with_job['spawn_jobs']),
+        'spawn_discovery_wait_instant_s': waits(instant['spawn_jobs']),
+        'spawn_s': _median(with_job['spawn_s']),
+        'spawn_instant_s': _median(instant['spawn_s']),
+        'spawn_added_s': round(spawn_added, 3),
+        'attach_s': _median(with_job['attach_s']),
+        'attach_instant_s': _median(instant['attach_s']),
+        'attach_added_s': round(attach_added, 3),
+        'worst_found_after_s': max((v for v in lags if v is not None), default=None),
+        'rejected': len(hmc_mod.rejected(sim.requests()[before:])),
+    }
+
+
 # --- Scenario 2: the reads Nova repeats (power-sync cycle) --------------------------------
 
 

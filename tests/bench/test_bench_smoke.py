@@ -5,7 +5,9 @@ overhead beyond HMC jobs is judged by the full `make bench` only). The quick
 run measures HMC requests per Nova operation and per power-sync cycle,
 through the real driver over gRPC and a real zhmcclient Session over HTTPS,
 on dpm-hmc-sim's HMC 2.14.1, 2.15.0 and 2.16.0; the counts are what reached
-the simulator.
+the simulator. The vHBA lifecycle runs on the z13 of 2.14.1 and 2.15.0, the
+storage-group lifecycle on the z14 of 2.15.0 and 2.16.0; its budgets are
+explained in bench/run.py (SG_BUDGETS).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bench.meter import kind_of
 from bench.meter import uri_class
 
 VHBA_PROFILES = ('2.14.1', '2.15.0')
+SG_PROFILES = ('2.15.0', '2.16.0')
 
 
 def _children() -> set[int]:
@@ -108,7 +111,7 @@ def test_report_and_targets_read_multi_digit_keys():
     data = {
         'cpc': 'CPCZ13',
         'api_version': '3.4',
-        'lifecycle': True,
+        'lifecycle': ['vhba'],
         'requests_per_operation': per_op,
         'spawn_cold': {
             'nics': 4,
@@ -185,9 +188,14 @@ def test_soak_judges_rss_growth_per_partition_of_the_second_half(growth_kib, fla
 
 def test_every_profile_ran(results):
     assert set(results['profiles']) == set(hmc_mod.PROFILES)
-    for profile in VHBA_PROFILES:
-        assert results['profiles'][profile]['lifecycle'], profile
-    assert not results['profiles']['2.16.0']['lifecycle']
+    assert hmc_mod.SG_PROFILES == SG_PROFILES
+    lifecycles = {profile: data['lifecycle'] for profile, data in results['profiles'].items()}
+    assert lifecycles == {
+        '2.14.1': ['vhba'],
+        '2.15.0': ['vhba', 'storage_groups'],
+        '2.16.0': ['storage_groups'],
+    }
+    assert 'requests_per_operation' not in results['profiles']['2.16.0']
     for profile, data in results['profiles'].items():
         assert data['hmc_version'] == profile
         assert data['hmc_requests'] > 0, profile
@@ -304,3 +312,157 @@ def test_the_table_names_every_profile(results):
     for profile in hmc_mod.PROFILES:
         assert f'HMC {profile}' in text
     assert 'n=4 m=4' in text
+    for profile in SG_PROFILES:
+        assert f'HMC {profile} (API' in text and 'CPCZ14, storage groups' in text
+    assert 'STORAGE_PATH_UNSUPPORTED' not in text
+
+
+# --- the storage-group path ------------------------------------------------------------------
+
+
+def _sg(results, profile) -> dict:
+    return results['profiles'][profile]['storage_groups']
+
+
+def test_the_storage_group_lifecycle_ran_and_left_no_group(results):
+    for profile in SG_PROFILES:
+        sg = _sg(results, profile)
+        assert sg['cpc'] == hmc_mod.STORAGE_GROUP_CPC
+        assert sorted(sg['per_nics']) == ['n1', 'n4'], profile
+        assert sg['groups_left'] == [], profile
+        assert 'discovery' not in sg  # timing: the full run only
+        for key, entry in sg['per_nics'].items():
+            assert set(entry['operations']) == set(run.scenarios.SG_OPERATIONS)
+            for op, counts in entry['operations'].items():
+                assert counts['work'] >= 1, (profile, key, op)
+                assert counts['seam_differs'] == 0, (profile, key, op)
+                assert counts['rejected'] == 0, (profile, key, op)
+
+
+def test_storage_group_operations_meet_their_budgets(results):
+    """Budgets of bench/run.py: spawn 18 + n, attach 11, destroy 9, ... besides polling."""
+    for profile in SG_PROFILES:
+        for key, entry in _sg(results, profile)['per_nics'].items():
+            for op, counts in entry['operations'].items():
+                budget = run.sg_budget(op, entry['nics'])
+                assert counts['work'] <= budget, (profile, key, op, counts['work'], budget)
+        judged = run.sg_targets(profile, _sg(results, profile))
+        assert all(t['met'] for t in judged.values()), judged
+
+
+def test_a_storage_group_spawn_costs_one_request_more_per_nic(results):
+    for profile in SG_PROFILES:
+        per_nics = _sg(results, profile)['per_nics']
+        one, four = (per_nics[k]['operations']['spawn'] for k in ('n1', 'n4'))
+        assert four['work'] - one['work'] == 3, (profile, one, four)
+        assert four['by_class'].get('POST /api/partitions/{id}/nics') == 4
+        reads = run.scenarios.device_reads(four['by_class'])
+        assert reads == {'nic_gets': 0, 'vswitch_gets': 0, 'vswitch_lists': 0}, profile
+
+
+def test_storage_group_jobs_are_polled_once_and_discovery_runs_once(results):
+    """Jobs end at their 202 in the quick run: one status check and one delete per job."""
+    discovery = 'POST /api/storage-groups/{id}/operations/start-fcp-storage-discovery'
+    for profile in SG_PROFILES:
+        for key, entry in _sg(results, profile)['per_nics'].items():
+            for op, counts in entry['operations'].items():
+                by_class = counts['by_class']
+                jobs = run.SG_JOBS[op]
+                assert by_class.get('GET /api/jobs/{id}', 0) == jobs, (profile, key, op)
+                assert by_class.get('DELETE /api/jobs/{id}', 0) == jobs, (profile, key, op)
+                assert counts['polling'] == 2 * jobs, (profile, key, op)
+                assert by_class.get(discovery, 0) == run.SG_DISCOVERIES.get(op, 0), (op, by_class)
+
+
+SG_STEPS = (
+    ('prepare', 'POST /api/storage-groups'),
+    ('prepare', 'POST /api/cpcs/{id}/partitions'),
+    ('spawn', 'POST /api/storage-groups/{id}/operations/modify'),  # the boot volume
+    ('spawn', 'POST /api/cpcs/{id}/operations/validate-lun-path'),
+    (
+        'spawn',
+        'POST /api/storage-groups/{id}/storage-volumes/{id}/operations/fulfill-fcp-storage-volume',
+    ),
+    ('spawn', 'POST /api/partitions/{id}/operations/attach-storage-group'),
+    ('attach_volume', 'POST /api/storage-groups/{id}/operations/modify'),
+    ('detach_volume', 'POST /api/storage-groups/{id}/operations/modify'),
+    ('destroy', 'POST /api/partitions/{id}/operations/detach-storage-group'),
+    ('destroy', 'DELETE /api/partitions/{id}'),
+    ('destroy', 'POST /api/storage-groups/{id}/operations/delete'),
+)
+
+
+def test_storage_group_operations_do_what_the_path_says(results):
+    for profile in SG_PROFILES:
+        ops = _sg(results, profile)['per_nics']['n1']['operations']
+        for op, cls in SG_STEPS:
+            assert ops[op]['by_class'].get(cls) == 1, (profile, op, cls, ops[op]['by_class'])
+        for op, counts in ops.items():
+            assert not any('/hbas' in cls for cls in counts['by_class']), (profile, op)
+
+
+def test_the_discovery_timing_reads_the_job_from_the_records():
+    """The full run's discovery timing, on records made up here (no clock involved)."""
+
+    class Record:
+        def __init__(self, time, method, uri):
+            self.time, self.method, self.uri, self.status = time, method, uri, 200
+
+    records = [
+        Record(10.0, 'POST', '/api/storage-groups/g1/operations/start-fcp-storage-discovery'),
+        Record(10.2, 'GET', '/api/jobs/j1'),
+        Record(11.1, 'GET', '/api/jobs/j1'),
+        Record(11.2, 'DELETE', '/api/jobs/j1'),
+        Record(11.3, 'POST', '/api/partitions/p1/operations/start'),
+        Record(11.4, 'GET', '/api/jobs/j2'),
+    ]
+    timing = run.scenarios._discovery_timing(records, 1.0)
+    assert timing == {'waited_s': 1.2, 'found_after_s': 0.1, 'checks': 2}
+    assert run.scenarios._discovery_timing(records[4:], 1.0) is None
+
+
+def test_the_storage_group_table_and_targets_show_the_discovery():
+    op = {'work': 1, 'polling': 0, 'total': 1, 'rejected': 0, 'seam_differs': 0, 'by_class': {}}
+    job = {'waited_s': 1.2, 'found_after_s': 0.2, 'checks': 2}
+    runs = {'spawn_s': [1.4, 1.3], 'attach_s': [1.2, 1.1], 'spawn_jobs': [job, job]}
+    sg = {
+        'cpc': 'CPCZ14',
+        'groups_left': [],
+        'per_nics': {
+            'n1': {
+                'nics': 1,
+                'ports': 2,
+                'connectivity': 2,
+                'operations': {name: dict(op) for name in run.scenarios.SG_OPERATIONS},
+            }
+        },
+        'discovery': {
+            'discover_seconds': 1.0,
+            'repeats': 2,
+            'runs': {
+                'discovery': {**runs, 'attach_jobs': [job, None]},
+                'instant': {**runs, 'attach_jobs': [job, job]},
+            },
+            'spawn_s': 1.35,
+            'spawn_instant_s': 0.4,
+            'spawn_added_s': 0.95,
+            'attach_s': 1.15,
+            'attach_instant_s': 0.2,
+            'attach_added_s': 0.95,
+            'spawn_discovery_wait_s': 1.2,
+            'spawn_discovery_wait_instant_s': 0.2,
+            'worst_found_after_s': 0.2,
+        },
+    }
+    judged = run.sg_targets('2.16.0', sg)
+    assert all(t['met'] for t in judged.values()), judged
+    text = '\n'.join(
+        report._storage_groups('2.16.0', {'api_version': '4.10', 'storage_groups': sg})
+    )
+    assert '| spawn | 1 (0) / 19 |' in text
+    assert 'the discovery adds 0.950 s' in text and 'waits 1.200 s for its discovery job' in text
+    sg['discovery']['spawn_added_s'] = 1.6
+    sg['groups_left'] = ['OpenStack-sg-x']
+    sg['per_nics']['n1']['operations']['destroy']['work'] = run.sg_budget('destroy', 1) + 1
+    judged = run.sg_targets('2.16.0', sg)
+    assert not any(t['met'] for t in judged.values()), judged
