@@ -26,24 +26,27 @@ RESOURCE_TRACKER_INTERVAL = 60
 #   the boot properties, start, the final read) with no vHBAs, plus the group's
 #   steps, SG_SPAWN_STEPS: the group looked up and its WWPNs read (2), the
 #   volumes listed, the boot volume defined and read (3), Validate LUN Path and
-#   Fulfill (2), one discovery and the group and volume read before and after
-#   it (5), Attach (1);
-# - attach_volume: the partition and the group looked up (2), the volumes listed
-#   with their properties (2), the volume defined and read (2), one discovery
-#   with its reads (5); detach_volume: the group looked up, the volumes listed
-#   with their properties, the volume deleted;
+#   Fulfill (2), one discovery (every volume fulfilled now is confirmed by one)
+#   and the group and volume read after it (3), Attach (1);
+# - attach_volume: the partition and the group looked up (2), the group's WWPNs
+#   read (the group and its virtual storage resources, 3), the volumes listed
+#   with their properties (2), the volume defined and read (2), Validate LUN
+#   Path and Fulfill (2: every volume is pinned to Cinder's target and LUN, as
+#   DPM alone matches by size), one discovery with its reads (3);
+#   detach_volume: the group looked up, the volumes listed with their
+#   properties, the volume deleted;
 # - power off/on: a handful, as on the vHBA path; destroy: that handful plus
-#   the partition's groups read, the group looked up, detached and deleted.
+#   the group looked up once, detached and deleted.
 # Exact today: a request more anywhere is a change to look at.
-SG_SPAWN_STEPS = 13
+SG_SPAWN_STEPS = 11
 SG_BUDGETS = {
     'prepare': 5,
     'volume_connector': 4,
-    'attach_volume': 11,
+    'attach_volume': 14,
     'detach_volume': 4,
     'power_off': HANDFUL,
     'power_on': HANDFUL,
-    'destroy': HANDFUL + 4,
+    'destroy': HANDFUL + 3,
 }
 # HMC jobs per operation (Start, Stop, FCP discovery), and discoveries among them.
 SG_JOBS = {

@@ -379,10 +379,11 @@ def destroy(call: Call, host: Host, instance_uuid: str) -> bool:
     partition = host.find_partition(call, instance_uuid)
     if partition is not None:
         power.ensure_stopped(call, partition)
-        path.release(call, host, instance_uuid, partition)
+    found = path.release(call, host, instance_uuid, partition)
+    if partition is not None:
         _delete_partition(call, host, partition)
         LOG.info('Deleted partition %s', partition.properties.get('name'))
-    removed = path.remove(call, host, instance_uuid)
+    removed = path.remove(call, host, instance_uuid, found)
     return partition is not None or removed
 
 

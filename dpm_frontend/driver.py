@@ -18,6 +18,7 @@ import os_resource_classes as orc
 from nova.conf import CONF
 from nova.context import get_admin_context
 from nova.objects import fields as obj_fields
+from nova.volume import cinder
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
@@ -485,7 +486,12 @@ class DPMDriver(driver.ComputeDriver):
 
     @staticmethod
     def _volume_size(context, connection_info, instance) -> int | None:
-        """The volume's size in GiB from its block device mapping (Nova passes no BDM here)."""
+        """The volume's size in GiB (Nova passes no BDM to attach_volume).
+
+        From the block device mapping where Nova saved it; a volume attached
+        through the API has none yet there (Nova saves it after this call), so
+        Cinder is asked then, as other drivers ask it for volume facts.
+        """
         volume_id = translate.volume_id_of(connection_info)
         if not volume_id or context is None:
             return None
@@ -494,8 +500,10 @@ class DPMDriver(driver.ComputeDriver):
                 context, volume_id, instance.uuid
             )
         except exception.VolumeBDMNotFound:
-            return None
-        return bdm.volume_size
+            bdm = None
+        if bdm is not None and bdm.volume_size:
+            return bdm.volume_size
+        return cinder.API().get(context, volume_id)['size']
 
     def detach_volume(self, context, connection_info, instance, mountpoint, encryption=None):
         # Succeeds once the partition is gone (Nova's driver_detach re-raises

@@ -115,7 +115,11 @@ def volume_id_of(connection_info: dict) -> str:
 
 
 def fc_volume(
-    connection: dict, connector_wwpns: list[str], size_gib: int | None, what: str
+    connection: dict,
+    connector_wwpns: list[str],
+    size_gib: int | None,
+    what: str,
+    volume_id: str | None = None,
 ) -> pb.FcBootVolume:
     """An FC volume as DPMHost takes it, from Cinder's connection_info."""
     if connection.get('driver_volume_type') != FIBRE_CHANNEL:
@@ -140,7 +144,7 @@ def fc_volume(
             pb.InitiatorTargets(initiator_wwpn=initiator, target_wwpns=list(targets))
             for initiator, targets in mapping.items()
         ],
-        volume_id=volume_id_of(connection),
+        volume_id=volume_id_of(connection) or volume_id or '',
         size_gib=int(size_gib or 0),
     )
 
@@ -154,6 +158,7 @@ def boot_volume(block_device_info, connector_wwpns: list[str]) -> pb.FcBootVolum
                 connector_wwpns,
                 _bdm_value(bdm, 'volume_size'),
                 'boot volume',
+                _bdm_value(bdm, 'volume_id'),
             )
     return None
 

@@ -60,10 +60,13 @@ class StoragePath(Protocol):
 
     def release(
         self, call: Call, host: Host, instance_uuid: str, partition: zhmcclient.Partition | None
-    ) -> None:
-        """Before the (stopped) partition is deleted: what must leave it first."""
+    ) -> object:
+        """Before the (stopped) partition is deleted: what must leave it first.
 
-    def remove(self, call: Call, host: Host, instance_uuid: str) -> bool:
+        Returns what it found, for remove() (no second look-up).
+        """
+
+    def remove(self, call: Call, host: Host, instance_uuid: str, found: object = None) -> bool:
         """After the partition is deleted: what outlives it; True if something was removed."""
 
 

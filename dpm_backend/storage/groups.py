@@ -226,14 +226,17 @@ def _complete(group: zhmcclient.StorageGroup, volumes: list) -> bool:
     )
 
 
-def _discover(call: Call, group: zhmcclient.StorageGroup, volumes: list) -> None:
+def _discover(
+    call: Call, group: zhmcclient.StorageGroup, volumes: list, force: bool = False
+) -> None:
     """FCP discovery (an HMC job) until the group and the volumes are complete.
 
     The group is complete once discovery found working paths for its WWPNs
     (its adapter ports are then known); a volume once the SAN shows its LUN.
-    Within the deadline; nothing is asked when both are complete already.
+    Within the deadline; nothing is asked when both are complete already
+    (unless ``force``).
     """
-    if _complete(group, volumes):
+    if not force and _complete(group, volumes):
         return
     for pause in call.jobs.pauses('discover-fcp-rounds'):
         call.deadline.check(f'FCP discovery of storage group {group.name}')
@@ -265,6 +268,56 @@ def _attach(call: Call, group, partition: zhmcclient.Partition, undo: Undo | Non
         undo.add(
             f'detached storage group {group.name}', lambda: partition.detach_storage_group(group)
         )
+
+
+def _pin(
+    call: Call,
+    host: Host,
+    group: zhmcclient.StorageGroup,
+    volumes: dict[str, zhmcclient.StorageVolume],
+    initiators: list[str],
+    volume: BootVolume,
+    usage: str,
+    undo: Undo,
+) -> tuple[zhmcclient.StorageVolume, str, str, bool]:
+    """The volume's storage volume, fulfilled with Cinder's target and LUN; those; and
+    whether it was fulfilled now.
+
+    Every volume is pinned, not only the boot volume: DPM matches pending
+    volumes to LUNs by size, so two data volumes of one size could swap.
+    """
+    try:
+        target = boot.choose_target_of_any(
+            initiators, volume.initiator_target_map, host.config.target_wwpn_ignore_list
+        )
+    except boot.NoBootPath as exc:
+        raise errors.boot_volume_unusable(str(exc)) from None
+    lun = boot.lun_property(volume.lun)
+    storage_volume = _ensure_volume(group, volumes, volume, usage, undo)
+    if _on_path(storage_volume, target, lun):
+        return storage_volume, target, lun, False
+    _validate_path(call, host, initiators[0], target, lun)
+    storage_volume.indicate_fulfillment_fcp(target, lun, _host_port(host))
+    return storage_volume, target, lun, True
+
+
+def _discover_pinned(call: Call, group, pinned: list[tuple]) -> None:
+    """Discovery until complete; each volume found on the path it was pinned to.
+
+    A volume fulfilled just now is confirmed by one discovery at least.
+    """
+    _discover(
+        call,
+        group,
+        [storage_volume for storage_volume, _, _, _ in pinned],
+        force=any(now for _, _, _, now in pinned),
+    )
+    for storage_volume, target, lun, _ in pinned:
+        if not _on_path(storage_volume, target, lun):
+            raise errors.boot_volume_unusable(
+                f'storage volume {storage_volume.name} was found on another path than '
+                f'target {target} LUN {lun}'
+            )
 
 
 class StorageGroupPath:
@@ -302,32 +355,19 @@ class StorageGroupPath:
         }
 
     def boot(self, call: Call, host: Host, partition, spec: SpawnSpec, undo: Undo) -> dict:
-        instance_uuid = spec.instance_uuid
-        group = _ensure_group(call, host, instance_uuid, undo)
+        group = _ensure_group(call, host, spec.instance_uuid, undo)
         initiators = _wwpns(call, host, group)
-        try:
-            target = boot.choose_target_of_any(
-                initiators,
-                spec.boot_volume.initiator_target_map,
-                host.config.target_wwpn_ignore_list,
-            )
-        except boot.NoBootPath as exc:
-            raise errors.boot_volume_unusable(str(exc)) from None
-        lun = boot.lun_property(spec.boot_volume.lun)
         volumes = _volumes(group)
-        boot_volume = _ensure_volume(group, volumes, spec.boot_volume, 'boot', undo)
-        data = [_ensure_volume(group, volumes, v, 'data', undo) for v in spec.data_volumes]
-        if not _on_path(boot_volume, target, lun):
-            _validate_path(call, host, initiators[0], target, lun)
-            boot_volume.indicate_fulfillment_fcp(target, lun, _host_port(host))
-        _discover(call, group, [boot_volume, *data])
-        if not _on_path(boot_volume, target, lun):
-            raise errors.boot_volume_unusable(
-                f'storage volume {boot_volume.name} was found on another path than '
-                f'target {target} LUN {lun}'
+        pinned = [
+            _pin(call, host, group, volumes, initiators, volume, usage, undo)
+            for volume, usage in (
+                (spec.boot_volume, 'boot'),
+                *((v, 'data') for v in spec.data_volumes),
             )
+        ]
+        _discover_pinned(call, group, pinned)
         _attach(call, group, partition, undo)
-        return {'boot-device': 'storage-volume', 'boot-storage-volume': boot_volume.uri}
+        return {'boot-device': 'storage-volume', 'boot-storage-volume': pinned[0][0].uri}
 
     def attach_volume(self, call: Call, host: Host, partition, volume: BootVolume) -> None:
         _require_size(volume, 'volume')
@@ -336,13 +376,13 @@ class StorageGroupPath:
         if group is None:
             raise errors.hmc_object_not_found(f'storage group of instance {instance_uuid}')
         undo = Undo()
-        created = _ensure_volume(group, _volumes(group), volume, 'data', undo)
         try:
-            _discover(call, group, [created])
+            initiators = _wwpns(call, host, group)
+            pinned = _pin(call, host, group, _volumes(group), initiators, volume, 'data', undo)
+            _discover_pinned(call, group, [pinned])
         except errors.DPMError:
-            # Not visible: take the definition back, so a retry starts clean.
-            if undo.steps:
-                undo.run_steps()
+            # Not reachable: take the definition back, so a retry starts clean.
+            undo.run_steps()
             raise
 
     def detach_volume(self, call: Call, host: Host, instance_uuid: str, volume_id: str) -> bool:
@@ -356,20 +396,21 @@ class StorageGroupPath:
         LOG.info('Deleted storage volume %s of %s', volume.name, group.name)
         return True
 
-    def release(self, call: Call, host: Host, instance_uuid: str, partition) -> None:
-        """Detach the group from the stopped partition (Delete Partition refuses otherwise)."""
-        if partition is None:
-            return
-        call.dialect.complete(partition, ('storage-group-uris',))
-        attached = partition.properties.get('storage-group-uris') or []
-        if not attached:
-            return
-        group = find_group(call, host, instance_uuid)
-        if group is not None and group.uri in attached:
-            partition.detach_storage_group(group)
+    def release(self, call: Call, host: Host, instance_uuid: str, partition):
+        """Detach the group from the stopped partition (Delete Partition refuses otherwise).
 
-    def remove(self, call: Call, host: Host, instance_uuid: str) -> bool:
+        Returns the group it found, for remove() (one List Storage Groups).
+        """
         group = find_group(call, host, instance_uuid)
+        if partition is None or group is None:
+            return group
+        call.dialect.complete(partition, ('storage-group-uris',))
+        if group.uri in (partition.properties.get('storage-group-uris') or []):
+            partition.detach_storage_group(group)
+        return group
+
+    def remove(self, call: Call, host: Host, instance_uuid: str, found=None) -> bool:
+        group = found if found is not None else find_group(call, host, instance_uuid)
         if group is None:
             return False
         group.delete()

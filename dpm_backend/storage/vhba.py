@@ -102,7 +102,7 @@ class VhbaPath:
     def release(self, call: Call, host: Host, instance_uuid: str, partition) -> None:
         """The vHBAs are deleted with the partition."""
 
-    def remove(self, call: Call, host: Host, instance_uuid: str) -> bool:
+    def remove(self, call: Call, host: Host, instance_uuid: str, found=None) -> bool:
         return False
 
 

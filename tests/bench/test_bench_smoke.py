@@ -459,7 +459,7 @@ def test_the_storage_group_table_and_targets_show_the_discovery():
     text = '\n'.join(
         report._storage_groups('2.16.0', {'api_version': '4.10', 'storage_groups': sg})
     )
-    assert '| spawn | 1 (0) / 19 |' in text
+    assert '| spawn | 1 (0) / 17 |' in text
     assert 'the discovery adds 0.950 s' in text and 'waits 1.200 s for its discovery job' in text
     sg['discovery']['spawn_added_s'] = 1.6
     sg['groups_left'] = ['OpenStack-sg-x']

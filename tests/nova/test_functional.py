@@ -403,6 +403,14 @@ class _StorageGroupTestBase(_DPMTestBase):
             ('data', FC_VOLUMES[volume_id][1], 'complete'),
             (data['usage'], data['size'], data['fulfillment-state']),
         )
+        # Pinned to Cinder's target and LUN (DPM alone would match by size).
+        self.assertEqual(
+            {(TARGET.lower(), boot.lun_property(FC_VOLUMES[volume_id][0]))},
+            {
+                (path['target-world-wide-port-name'].lower(), path['logical-unit-number'])
+                for path in data['paths']
+            },
+        )
 
     def assert_detach_then_delete(self, server, name, group, boot_sv, before) -> None:
         """Detaching DATA_VOLUME through the API removes its storage volume; delete the rest."""
@@ -527,13 +535,6 @@ class DPMStorageGroupVolumesTest(_StorageGroupTestBase):
         self.assert_connector(attachment['connector'], server, self.group_wwpns(group))
         self.assert_detach_then_delete(server, name, group, volumes[f'OpenStack-{VOLUME}'], before)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason='frontend bug: DPMDriver._volume_size reads volume_size from the BDM in the '
-        'database, which Nova has not saved yet when it calls attach_volume for a volume '
-        'attached through the API (size 0: the backend refuses with "volume.size_gib: is '
-        'required on a CPC with storage groups")',
-    )
     def test_data_volume_attached_then_detached_through_the_api(self):
         before = self.hmc_objects()
         server, name = self.boot()
