@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 
-import pytest
 from dpmtest import DEFAULT_PROFILE
 from dpmtest import INVENTORY
 from dpmtest import HostSpec
