@@ -58,7 +58,7 @@ lint: venv
 test: lint check-generated
 	$(BIN)/python -m pytest
 
-.PHONY: demo  ## HMC simulator + backend processes; nova-compute calls through DPMDriver for two hosts
+.PHONY: demo  ## HMC simulator + backend processes; nova-compute calls through DPMDriver for three hosts (vHBAs and storage groups)
 demo: venv
 	$(BIN)/python -m demo
 
