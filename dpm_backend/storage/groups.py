@@ -41,8 +41,10 @@ from __future__ import annotations
 import logging
 import types
 
+import grpc
 import zhmcclient
 
+from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_backend import boot
 from dpm_backend import errors
 from dpm_backend import naming
@@ -88,6 +90,33 @@ def find_group(call: Call, host: Host, instance_uuid: str) -> zhmcclient.Storage
     return None
 
 
+def _create_group(call: Call, properties: dict) -> zhmcclient.StorageGroup:
+    """Create Storage Group; a name taken elsewhere on the HMC is named as such.
+
+    Storage group names are HMC-wide: a group of another CPC (or of someone
+    else) with this instance's name makes the create fail, and is never
+    touched.
+    """
+    console = call.client.consoles.console
+    try:
+        return console.storage_groups.create(properties)
+    except zhmcclient.HTTPError as exc:
+        if exc.http_status != 400:
+            raise
+        clash = console.storage_groups.list(
+            filter_args={'name': naming.partition_list_filter(properties['name'], exact=True)}
+        )
+        if not clash:
+            raise
+        raise errors.DPMError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            pb.ERROR_REASON_HMC_ERROR,
+            f'a storage group named {properties["name"]} already exists on the HMC, on '
+            f"{clash[0].properties.get('cpc-uri')}, which is not this host's CPC: "
+            'storage group names are HMC-wide; rename or remove that group',
+        ) from None
+
+
 def _ensure_group(
     call: Call, host: Host, instance_uuid: str, undo: Undo
 ) -> zhmcclient.StorageGroup:
@@ -95,7 +124,8 @@ def _ensure_group(
     if group is None:
         name = naming.partition_name(host.name, instance_uuid)
         call.deadline.check('create storage group', needs=CREATE_RESERVE)
-        group = call.client.consoles.console.storage_groups.create(
+        group = _create_group(
+            call,
             {
                 'name': name,
                 'description': naming.partition_description(host.name),
@@ -104,7 +134,7 @@ def _ensure_group(
                 'shared': False,
                 'max-partitions': 1,
                 'connectivity': host.config.storage_connectivity,
-            }
+            },
         )
         undo.add(f'deleted storage group {name}', group.delete)
         LOG.info('Created storage group %s', name)

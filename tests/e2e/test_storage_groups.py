@@ -154,7 +154,6 @@ def test_a_spawn_whose_volume_the_san_does_not_show_fails_and_takes_back_what_it
 
 def test_near_miss_storage_groups_are_never_touched(sg):
     instance_uuid = new_uuid()
-    name = naming.partition_name(HOST, instance_uuid)
     cpc_z14 = sg.cpc('z14').uri
     foreign = {
         'another host': naming.partition_name('other', instance_uuid),
@@ -168,8 +167,26 @@ def test_near_miss_storage_groups_are_never_touched(sg):
              'max-partitions': 1, 'connectivity': 1}
         )  # fmt: skip
     other.session.logoff()
-    _prepared, _, _ = spawn(sg, instance_uuid)
+    spawn(sg, instance_uuid)
     ids = {'host': HOST, 'instance_uuid': instance_uuid}
     sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T)
-    assert set(foreign.values()) <= set(groups(sg))
-    assert name not in groups(sg)
+    assert sorted(groups(sg)) == sorted(foreign.values())
+    # OpenStack's very name on another CPC (put there directly: the simulator has
+    # one storage-management CPC; another HMC user may name groups freely).
+    clashing = new_uuid()
+    clash = naming.partition_name(HOST, clashing)
+    with sg.sim.lock:
+        console(sg).storage_groups.add(
+            {'name': clash, 'cpc-uri': sg.cpc('classic').uri, 'type': 'fcp', 'shared': False,
+             'description': 'OpenStack CPCSubset=sghost'}
+        )  # fmt: skip
+    # Names are HMC-wide: the instance cannot get its group, and says why...
+    with pytest.raises(grpc.RpcError) as caught:
+        spawn(sg, clashing)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert 'storage group names are HMC-wide' in caught.value.details()
+    # ...and its destroy leaves the other CPC's group alone.
+    ids = {'host': HOST, 'instance_uuid': clashing}
+    sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T)
+    assert groups(sg)[clash].properties['cpc-uri'] == sg.cpc('classic').uri
+    assert sorted(groups(sg)) == sorted([*foreign.values(), clash])
