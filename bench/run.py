@@ -33,8 +33,8 @@ RESOURCE_TRACKER_INTERVAL = 60
 #   with their properties (2), the volume defined and read (2), Validate LUN
 #   Path and Fulfill (2: every volume is pinned to Cinder's target and LUN, as
 #   DPM alone matches by size), one discovery with its reads (3);
-#   detach_volume: the group looked up, the volumes listed with their
-#   properties, the volume deleted;
+#   detach_volume: the group looked up, its volumes listed (names), the
+#   volume deleted;
 # - power off/on: a handful, as on the vHBA path; destroy: that handful plus
 #   the group looked up once, detached and deleted.
 # Exact today: a request more anywhere is a change to look at.
@@ -43,7 +43,7 @@ SG_BUDGETS = {
     'prepare': 5,
     'volume_connector': 4,
     'attach_volume': 14,
-    'detach_volume': 4,
+    'detach_volume': 3,
     'power_off': HANDFUL,
     'power_on': HANDFUL,
     'destroy': HANDFUL + 3,

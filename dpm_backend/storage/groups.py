@@ -419,7 +419,9 @@ class StorageGroupPath:
         group = find_group(call, host, instance_uuid)
         if group is None:
             return False
-        volume = _volumes(group).get(volume_name(volume_id))
+        # The list's default properties include the name: no GET per volume.
+        name = volume_name(volume_id)
+        volume = next((v for v in group.storage_volumes.list() if v.name == name), None)
         if volume is None:
             return False
         volume.delete()
