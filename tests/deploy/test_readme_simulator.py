@@ -7,7 +7,10 @@ moved to this test's directory and a free port, so that runs cannot collide.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -47,16 +50,23 @@ def test_simulator_and_grpcurl_blocks_run_as_pasted(tmp_path):
             moved(_block('## Talking to it with grpcurl')),
         ]
     )
-    result = subprocess.run(
+    # Its own process group: whatever the blocks leave running is stopped below.
+    shell = subprocess.Popen(
         ['bash', '-c', script],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
+        start_new_session=True,
     )
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
+    try:
+        stdout, stderr = shell.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+    out = stdout + stderr
+    assert shell.returncode == 0, out
     assert f'dpm-hmc-sim: serving HMC 2.14.1 (API 2.40) on 127.0.0.1:{port}' in out
     assert 'dpm_api.v1.DPMHost\ngrpc.health.v1.Health' in out
     assert '"status": "SERVING"' in out
