@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 
 import zhmcclient
 
@@ -48,3 +49,16 @@ class Call:
     dialect: Dialect
     jobs: JobWaiter
     deadline: Deadline
+
+    def attempts(self, kind: str) -> Iterator[None]:
+        """One turn per attempt at something the HMC may not show yet, paused between.
+
+        The pauses are the job waiter's for ``kind``; no turn starts that the
+        deadline could not wait for. The caller returns from the loop when an
+        attempt succeeds, and fails after it.
+        """
+        for pause in self.jobs.pauses(kind):
+            yield
+            if self.deadline.remaining() <= pause:
+                return
+            self.jobs.sleep(pause)

@@ -217,13 +217,8 @@ class SessionPool:
         with self._lock:
             if self._closed:
                 raise PoolExhausted('the session pool is closed')
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if self._closed:
-                raise PoolExhausted('the session pool is closed')
+            with contextlib.suppress(queue.Empty):
+                return self._idle.get_nowait()
             if len(self._all) < self._config.pool_size:
                 session = self._new_session()
                 _install_seam(session, self.interceptors)

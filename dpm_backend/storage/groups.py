@@ -158,13 +158,10 @@ def _wwpns_now(group: zhmcclient.StorageGroup) -> list[str]:
 def _wwpns(call: Call, host: Host, group: zhmcclient.StorageGroup) -> list[str]:
     """The group's WWPNs once DPM has allocated all of them (within the deadline)."""
     wanted = group.properties.get('connectivity') or host.config.storage_connectivity
-    for pause in call.jobs.pauses('storage-group-wwpns'):
+    for _ in call.attempts('storage-group-wwpns'):
         found = _wwpns_now(group)
         if len(found) >= wanted:
             return found
-        if call.deadline.remaining() <= pause:
-            break
-        call.jobs.sleep(pause)
     raise errors.hmc_timeout(f'wait for the WWPNs of storage group {group.name}')
 
 
@@ -177,7 +174,7 @@ def _ensure_volume(
     volumes: dict[str, zhmcclient.StorageVolume],
     volume: BootVolume,
     usage: str,
-    undo: Undo | None,
+    undo: Undo,
 ) -> zhmcclient.StorageVolume:
     name = volume_name(volume.volume_id)
     existing = volumes.get(name)
@@ -186,8 +183,7 @@ def _ensure_volume(
     created = group.storage_volumes.create({'name': name, 'size': volume.size_gib, 'usage': usage})
     created.pull_full_properties()
     volumes[name] = created
-    if undo is not None:
-        undo.add(f'deleted storage volume {name} of {group.name}', created.delete)
+    undo.add(f'deleted storage volume {name} of {group.name}', created.delete)
     return created
 
 
@@ -213,7 +209,8 @@ def _validate_path(call: Call, host: Host, initiator: str, target: str, lun: str
     ago may still be settling, so a refusal is asked again until the deadline.
     """
     cpc = host.cpc(call.client)
-    for pause in call.jobs.pauses('validate-lun-path'):
+    why = ''
+    for _ in call.attempts('validate-lun-path'):
         try:
             cpc.validate_lun_path(initiator, _host_port(host), target, lun)
             return
@@ -221,9 +218,6 @@ def _validate_path(call: Call, host: Host, initiator: str, target: str, lun: str
             if (exc.http_status, exc.reason) not in UNREACHABLE:
                 raise
             why = exc.message
-        if call.deadline.remaining() <= pause:
-            break
-        call.jobs.sleep(pause)
     raise errors.boot_volume_unusable(
         f'target {target} LUN {lun} is not reachable from WWPN {initiator}: {why} '
         "(map the volume's LUN to the storage group's WWPNs and zone them to the target)"
@@ -268,15 +262,12 @@ def _discover(
     """
     if not force and _complete(group, volumes):
         return
-    for pause in call.jobs.pauses('discover-fcp-rounds'):
+    for _ in call.attempts('discover-fcp-rounds'):
         call.deadline.check(f'FCP discovery of storage group {group.name}')
         job = group.discover_fcp(wait_for_completion=False)
         call.jobs.wait(job, 'discover-fcp', call.deadline.end)
         if _complete(group, volumes):
             return
-        if call.deadline.remaining() <= pause:
-            break
-        call.jobs.sleep(pause)
     pending = ', '.join(
         v.name for v in volumes if v.properties.get('fulfillment-state') != COMPLETE
     )
@@ -286,7 +277,7 @@ def _discover(
     )
 
 
-def _attach(call: Call, group, partition: zhmcclient.Partition, undo: Undo | None) -> None:
+def _attach(call: Call, group, partition: zhmcclient.Partition, undo: Undo) -> None:
     call.dialect.complete(partition, ('storage-group-uris',))
     if group.uri in (partition.properties.get('storage-group-uris') or []):
         return
@@ -294,10 +285,7 @@ def _attach(call: Call, group, partition: zhmcclient.Partition, undo: Undo | Non
     partition.update_properties_local(
         {'storage-group-uris': [*(partition.properties.get('storage-group-uris') or []), group.uri]}
     )
-    if undo is not None:
-        undo.add(
-            f'detached storage group {group.name}', lambda: partition.detach_storage_group(group)
-        )
+    undo.add(f'detached storage group {group.name}', lambda: partition.detach_storage_group(group))
 
 
 def _pin(
