@@ -26,6 +26,8 @@ from dpmtest import new_uuid
 from dpmtest import nic
 from dpmtest import wait_for
 from dpmtest import write_config
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
 
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
@@ -102,6 +104,21 @@ def test_sigterm_with_spawns_in_flight_halts_after_the_grace_and_logs_off(tmp_pa
         wait_for(lambda: len(starts()) >= 2, timeout=10)
         sigterm = time.time()
         backend.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:
+            # A new channel each time: what a health checker arriving now sees.
+            with grpc.insecure_channel(f'unix:{socket_path}') as fresh:
+                try:
+                    health_pb2_grpc.HealthStub(fresh).Check(
+                        health_pb2.HealthCheckRequest(), timeout=0.5
+                    )
+                except grpc.RpcError as exc:
+                    return exc.code() == grpc.StatusCode.UNAVAILABLE
+            return False
+
+        # While the spawns drain, new calls (health checks included) are refused.
+        wait_for(refused, timeout=GRACE / 2, interval=0.05)
+        assert backend.poll() is None and not all(spawn.done() for spawn in spawns)
         output, _ = backend.communicate(timeout=GRACE + 15)
         exited = time.time()
         errors = []
