@@ -9,10 +9,13 @@ never starts half configured and every error names the option to fix.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import glob
 import ipaddress
 import os
 import re
 from collections.abc import Sequence
+from importlib import metadata
 
 from oslo_config import cfg
 from oslo_config import types
@@ -34,10 +37,36 @@ MAX_TOKEN_LENGTH = 1024
 DEFAULT_CPC_CACHE_TTL = 300
 # Visible ASCII: what an HTTP/2 header value carries unchanged.
 _TOKEN = re.compile(r'[\x21-\x7e]+')
+# oslo.config's wording around a bad value: "Value for option <name> from
+# LocationInfo(...) is not valid: <why>"; only <why> means anything to an operator.
+_OSLO_VALUE_ERROR = re.compile(r'^Value for option \S+ from .*? is not valid: ', re.DOTALL)
+DISTRIBUTION = 'nova-dpm-grpc'
+DESCRIPTION = (
+    'dpm-backend serves the DPMHost gRPC service for the Nova hosts (CPC subsets) of '
+    'one HMC in DPM mode: every HMC request of OpenStack Nova on IBM Z / LinuxONE '
+    'partitions goes through it. One process (systemd unit dpm-backend@<hmc>) per HMC.'
+)
+EPILOG = (
+    'Every option, with its help: dpm-backend.conf.sample (in the source tree under '
+    'deploy/, installed by make install under <prefix>/share/dpm-backend/). '
+    '--check-config FILE checks FILE and, against the HMC, each host, then exits.'
+)
 
 
 class ConfigError(Exception):
     """A configuration value is missing or invalid; the message names it."""
+
+    def __str__(self) -> str:
+        # One line whatever a value holds: a message never spans (or forges) log lines.
+        return ' '.join(super().__str__().split())
+
+
+def version() -> str:
+    """The installed version of the project (``unknown`` when run from a bare tree)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return 'unknown'
 
 
 class AdapterPort(types.String):
@@ -396,7 +425,27 @@ class BackendConfig:
         return {name: host.token for name, host in self.hosts.items() if host.token}
 
 
+check_config_opt = cfg.StrOpt(
+    'check-config',
+    metavar='FILE',
+    help='Check FILE (as --config-file FILE) and, against the HMC, every host it '
+    'serves; print one line per finding and per host, then exit: 0 all usable, '
+    '1 a host or the HMC is not, 2 the file has errors.',
+)
+
+
+def with_check_config_file(argv: list[str]) -> list[str]:
+    """Read the file that --check-config names as a --config-file too."""
+    for index, arg in enumerate(argv):
+        if arg == '--check-config' and index + 1 < len(argv):
+            return [*argv, '--config-file', argv[index + 1]]
+        if arg.startswith('--check-config='):
+            return [*argv, '--config-file', arg.partition('=')[2]]
+    return argv
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_cli_opt(check_config_opt)
     conf.register_group(hmc_group)
     conf.register_opts(hmc_opts, group=hmc_group)
     conf.register_group(backend_group)
@@ -423,7 +472,8 @@ def _get(conf: cfg.ConfigOpts, group: str, name: str):
     try:
         return getattr(conf[group], name)
     except (cfg.ConfigFileValueError, ValueError) as exc:
-        raise ConfigError(f'[{group}] {name}: invalid value: {exc}') from None
+        why = _OSLO_VALUE_ERROR.sub('', str(exc))
+        raise ConfigError(f'[{group}] {name}: invalid value: {why}') from None
 
 
 def _require(conf: cfg.ConfigOpts, group: str, name: str):
@@ -606,7 +656,14 @@ def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConf
     register_opts(conf)
     logging.register_options(conf)
     try:
-        conf(list(argv), project='dpm-backend', prog='dpm-backend')
+        conf(
+            list(argv),
+            project='dpm-backend',
+            prog='dpm-backend',
+            version=version(),
+            description=DESCRIPTION,
+            epilog=EPILOG,
+        )
     except cfg.Error as exc:
         raise ConfigError(str(exc)) from None
     names = _require(conf, 'backend', 'hosts')
@@ -632,3 +689,66 @@ def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConf
         default_deadline=_get(conf, 'backend', 'default_deadline'),
         grace_period=_get(conf, 'backend', 'grace_period'),
     )
+
+
+def config_files(conf: cfg.ConfigOpts) -> list[str]:
+    """The files oslo.config read, in its order (--config-file, then --config-dir's *.conf)."""
+    files = list(conf.config_file or [])
+    if conf.config_dir:
+        files += sorted(glob.glob(os.path.join(conf.config_dir, '*.conf')))
+    return files
+
+
+def _known_options(conf: cfg.ConfigOpts, section: str, hosts: Sequence[str]) -> set[str] | None:
+    """The option names of a section, or None for a section nothing reads."""
+    if section == 'DEFAULT':
+        return set(conf)  # the options registered without a group (and the group names)
+    opts = {'hmc': hmc_opts, 'backend': backend_opts}.get(section)
+    if opts is None and section.startswith(HOST_GROUP_PREFIX):
+        opts = host_opts if section[len(HOST_GROUP_PREFIX) :] in hosts else None
+    return None if opts is None else {opt.dest for opt in opts}
+
+
+def _hint(option: str, known: set[str], section: str) -> str:
+    """Where an unknown option probably belongs: a close name, or another section."""
+    close = difflib.get_close_matches(option, sorted(known), n=1)
+    if close:
+        return f' (did you mean {close[0]}?)'
+    for group, opts in (('hmc', hmc_opts), ('backend', backend_opts), ('host:<name>', host_opts)):
+        names = sorted(opt.dest for opt in opts)
+        close = difflib.get_close_matches(option.replace('-', '_'), names, n=1)
+        if close and group != section:
+            return f' (did you mean {close[0]} in [{group}]?)'
+    return ''
+
+
+def unknown_settings(conf: cfg.ConfigOpts, hosts: Sequence[str]) -> list[str]:
+    """What the config files set that nothing reads: misspelt options, unserved hosts.
+
+    oslo.config ignores both silently; a typo such as ``read_timout`` would
+    leave the default in force without a word.
+    """
+    problems: list[str] = []
+    for path in config_files(conf):
+        sections: dict[str, dict[str, list[str]]] = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.ParseError):
+            continue  # oslo.config itself reported an unreadable file
+        for section, values in sections.items():
+            known = _known_options(conf, section, hosts)
+            if known is None:
+                if section.startswith(HOST_GROUP_PREFIX):
+                    problems.append(
+                        f'{path}: [{section}]: host {section[len(HOST_GROUP_PREFIX) :]!r} is '
+                        'not in [backend] hosts, so this group is not used'
+                    )
+                else:
+                    problems.append(f'{path}: [{section}]: unknown section, not used')
+                continue
+            for option in values:
+                if option.replace('-', '_') in known:
+                    continue
+                hint = _hint(option, known, section)
+                problems.append(f'{path}: [{section}] {option}: unknown option, not used{hint}')
+    return problems

@@ -28,11 +28,10 @@ from oslo_log import log as oslo_logging
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend import auth
+from dpm_backend import checkconfig
 from dpm_backend import config as config_mod
 from dpm_backend import errors
 from dpm_backend import startup
-from dpm_backend.call import Call
-from dpm_backend.call import Deadline
 from dpm_backend.config import BackendConfig
 from dpm_backend.hmc import Interceptor
 from dpm_backend.hmc import PoolExhausted
@@ -125,30 +124,33 @@ class Backend:
     def check_hosts(self) -> None:
         """Run the start-up checks of the hosts not yet found usable; update health."""
         unchecked = [host for name, host in self.hosts.items() if name not in self._checked]
-        deadline = Deadline(self.config.hmc.connect_timeout + self.config.hmc.read_timeout)
         try:
-            with self.pool.client(timeout=deadline.remaining()) as client:
-                checks = startup.Checks(
-                    Call(client, self.pool.dialect(client), self.jobs, deadline)
-                )
-                for host in unchecked:
-                    self._check(checks, host)
+            outcomes = startup.check_hosts(
+                self.pool,
+                self.jobs,
+                unchecked,
+                self.config.hmc.connect_timeout + self.config.hmc.read_timeout,
+            )
         except (zhmcclient.Error, PoolExhausted) as exc:
             # The HMC is not answering: the checks run again when it is.
             LOG.warning('Could not check the hosts: %s', type(exc).__name__)
+            outcomes = {}
+        for name, outcome in outcomes.items():
+            self._record(self.hosts[name], outcome)
         self._last_check = time.monotonic()
         self._update_health()
 
-    def _check(self, checks: startup.Checks, host: Host) -> None:
-        try:
-            checks.host(host)
-        except errors.DPMError as exc:
-            if host.problem != exc.message:
-                LOG.error('Host %s is not served: %s', host.name, exc.message)
-            host.problem = exc.message
+    def _record(self, host: Host, outcome: str | errors.DPMError) -> None:
+        """Log a host's check outcome once per change: ERROR when it is not served."""
+        if isinstance(outcome, errors.DPMError):
+            if host.problem != outcome.message:
+                LOG.error('Host %s is not served: %s', host.name, outcome.message)
+            host.problem = outcome.message
             return
-        if host.problem is not None:
-            LOG.info('Host %s passed its checks and is served', host.name)
+        if host.problem is None:
+            LOG.info('Host %s passed its checks: %s', host.name, outcome)
+        else:
+            LOG.info('Host %s passed its checks and is served again: %s', host.name, outcome)
         host.problem = None
         self._checked.add(host.name)
 
@@ -306,13 +308,26 @@ class Backend:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM; exit 2 on a configuration error (one line on stderr)."""
+    args = config_mod.with_check_config_file(list(sys.argv[1:] if argv is None else argv))
     conf = cfg.ConfigOpts()
     try:
-        config = config_mod.load(sys.argv[1:] if argv is None else argv, conf)
+        config = config_mod.load(args, conf)
     except config_mod.ConfigError as exc:
         print(f'dpm-backend: configuration error: {exc}', file=sys.stderr)
         return 2
+    unknown = config_mod.unknown_settings(conf, list(config.hosts))
+    if conf.check_config:
+        return checkconfig.run(config, unknown, sys.stdout)
     oslo_logging.setup(conf, 'dpm-backend')
+    LOG.info(
+        'dpm-backend %s (zhmcclient %s) starting for HMC %s',
+        config_mod.version(),
+        zhmcclient.__version__,
+        ','.join(config.hmc.hosts),
+    )
+    for finding in unknown:
+        LOG.warning('Configuration: %s', finding)
     if config.hmc.verify_cert is False:
         LOG.warning('HMC certificate verification is OFF ([hmc] verify_cert = false)')
     backend = Backend(config)
@@ -325,8 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'dpm-backend: configuration error: {exc}', file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as exc:
-        LOG.error('Cannot serve on %s: %s', config.listen.address, exc)
-        return 1
+        # grpc says "Failed to bind to address ...": the option is what to fix.
+        error = config_mod.ConfigError(
+            f'[backend] listen: cannot serve on {config.listen.address}: {exc}'
+        )
+        LOG.error('%s', error)
+        print(f'dpm-backend: configuration error: {error}', file=sys.stderr)
+        return 2
     sd_notify('READY=1')
     stop.wait()
     sd_notify('STOPPING=1')

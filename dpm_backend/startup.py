@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable
 
 import zhmcclient
 
 from dpm_backend import errors
 from dpm_backend import naming
+from dpm_backend import storage
 from dpm_backend.call import Call
+from dpm_backend.call import Deadline
+from dpm_backend.hmc import SessionPool
 from dpm_backend.host import CpcFacts
 from dpm_backend.host import Host
+from dpm_backend.jobs import JobWaiter
 
 # Properties of an adapter that the mapping check reads (one GET per mapped adapter).
 ADAPTER_PROPERTIES = ('type', 'storage-port-uris')
@@ -45,8 +50,8 @@ class Checks:
             }
         return self._adapters[cpc_id]
 
-    def host(self, host: Host) -> None:
-        """Raise a DPMError naming what makes the host unusable.
+    def host(self, host: Host) -> str:
+        """What was found usable, in one line; raise a DPMError naming what is not.
 
         The CPC exists, is in DPM mode and operating, and holds the host's
         limits; every ``physical_storage_adapter_mappings`` entry names a port
@@ -79,6 +84,38 @@ class Checks:
                 raise errors.cpc_not_usable(
                     host.name, f'{mapping}: adapter {adapter.name} has no port {port}'
                 )
+        return summary(host, facts)
+
+
+def check_hosts(
+    pool: SessionPool, jobs: JobWaiter, hosts: Iterable[Host], seconds: float
+) -> dict[str, str | errors.DPMError]:
+    """Each host's summary (usable) or the error naming why not, from one HMC session.
+
+    Raises zhmcclient.Error or PoolExhausted when the HMC does not answer:
+    then nothing is known about any host.
+    """
+    deadline = Deadline(seconds)
+    outcomes: dict[str, str | errors.DPMError] = {}
+    with pool.client(timeout=deadline.remaining()) as client:
+        checks = Checks(Call(client, pool.dialect(client), jobs, deadline))
+        for host in hosts:
+            try:
+                outcomes[host.name] = checks.host(host)
+            except errors.DPMError as exc:
+                outcomes[host.name] = exc
+    return outcomes
+
+
+def summary(host: Host, facts: CpcFacts) -> str:
+    """A checked host in one line: its CPC, storage path and how much of the CPC it may use."""
+    ports = len(host.config.adapter_ports)
+    return (
+        f'CPC {facts.name} (DPM, {facts.status}), storage path '
+        f'{storage.for_cpc(facts).name}, {host.config.max_processors} of '
+        f'{facts.processor_count_ifl} IFLs, {host.config.max_memory} of '
+        f'{facts.storage_customer} MiB, {ports} FCP adapter port{"s" if ports > 1 else ""}'
+    )
 
 
 def claims_nics_of(claimer: str, other: str) -> bool:

@@ -63,7 +63,17 @@ class Definition:
         try:
             return FakedSession.from_hmc_dict(copy.deepcopy(self.data), self.source).hmc
         except Exception as exc:
-            raise DefinitionError(f'{self.source}: {exc}') from exc
+            # zhmcclient's schema errors span many lines: the first says what is wrong.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DefinitionError(f'{self.source}: not a valid HMC definition: {first}') from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: where, and what is wrong."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f'line {mark.line + 1}, column {mark.column + 1}: {exc.problem}'
+    return ' '.join(str(exc).split())
 
 
 def load(definition: str | Path | Mapping[str, Any]) -> Definition:
@@ -75,8 +85,10 @@ def load(definition: str | Path | Mapping[str, Any]) -> Definition:
         source = str(path)
         try:
             data = yaml.safe_load(path.read_text(encoding='utf-8'))
-        except (OSError, yaml.YAMLError) as exc:
-            raise DefinitionError(f'{source}: {exc}') from exc
+        except OSError as exc:
+            raise DefinitionError(f'{source}: {exc.strerror}') from exc
+        except yaml.YAMLError as exc:
+            raise DefinitionError(f'{source}: not valid YAML: {_yaml_problem(exc)}') from exc
     try:
         hmc = data['hmc_definition']
         console = hmc['consoles'][0]['properties']

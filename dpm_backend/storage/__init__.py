@@ -29,6 +29,9 @@ from dpm_backend.validation import SpawnSpec
 class StoragePath(Protocol):
     """What instance logic needs from a storage path."""
 
+    # How operators see the path (check-config, logs): vhba or storage-groups.
+    name: str
+
     def check(self, spec: SpawnSpec) -> None:
         """INVALID_ARGUMENT for what the request lacks on this path (before any change)."""
 

@@ -135,6 +135,50 @@ def test_the_command_refuses_a_non_loopback_listener(tmp_path):
     assert 'loopback' in done.stderr
 
 
+@pytest.mark.parametrize(
+    ('text', 'why'),
+    [
+        ('hmc: [1, 2\n', "not valid YAML: line 2, column 1: expected ',' or ']'"),
+        ('a: b: c\n', 'not valid YAML: line 1, column 5: mapping values are not allowed here'),
+        ('- 1\n', 'needs hmc_definition.api_version and consoles[0].properties.version'),
+        (None, 'No such file or directory'),
+    ],
+    ids=['unclosed', 'mapping', 'shape', 'missing'],
+)
+def test_a_bad_definition_file_is_a_one_line_error_with_exit_2(tmp_path, text, why):
+    password_file = tmp_path / 'password'
+    password_file.write_text(PASSWORD)
+    definition = tmp_path / 'hmc.yaml'
+    if text is not None:
+        definition.write_text(text)
+    done = subprocess.run(
+        [sys.executable, '-m', 'dpm_hmc_sim', '--definition', str(definition),
+         '--listen', '127.0.0.1:0', '--userid', USERID,
+         '--password-file', str(password_file), '--cert-dir', str(tmp_path / 'certs')],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stdout == ''
+    assert done.stderr == f'dpm-hmc-sim: {definition}: {why}' + done.stderr.split(why, 1)[1]
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_a_definition_that_fails_zhmcclients_schema_is_named_in_one_line(tmp_path):
+    import yaml
+
+    from dpm_hmc_sim.definition import DefinitionError
+    from dpm_hmc_sim.definition import load
+    from dpm_hmc_sim.definition import resolve
+
+    data = yaml.safe_load(resolve('2.14.1').read_text())
+    data['hmc_definition']['cpcs'][0]['partitions'] = 5
+    with pytest.raises(DefinitionError) as caught:
+        load(data)
+    assert '\n' not in str(caught.value)
+    assert 'not a valid HMC definition: ' in str(caught.value)
+    assert 'hmc_definition.cpcs.0.partitions' in str(caught.value)
+
+
 def test_the_command_serves_and_exits_0_on_sigterm(tmp_path):
     sim = SimulatorProcess(
         '2.14.1',
