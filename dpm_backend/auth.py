@@ -3,8 +3,9 @@
 A DPMHost call carries the gRPC metadata ``authorization: Bearer <token>``.
 The token is compared in constant time with the token of every host
 (``[host:<name>] token_file``); the hosts whose token it equals are the hosts
-the caller may name in the request's ``host`` field. Health and reflection
-stay open: they reveal nothing about instances.
+the caller may name in the request's ``host`` field. ListHosts, which names
+no host, lists just those hosts. Health and reflection stay open: they reveal
+nothing about instances.
 
 The check runs before the request is looked at in any other way, so a caller
 without a valid token learns nothing (not even which hosts exist), and an
@@ -66,12 +67,28 @@ class TokenChecker:
         if host in granted:
             return None
         if not granted:
-            why = 'no' if token is None else 'an invalid'
-            return errors.unauthenticated(
-                f'{why} bearer token in the "{METADATA_KEY}" metadata '
-                f'("{METADATA_KEY}: Bearer <token>")'
-            )
+            return _unauthenticated(token)
         return errors.permission_denied(host[:80])
+
+    def listed(self, token: str | None) -> frozenset[str] | errors.DPMError:
+        """The hosts ListHosts shows the caller (those it may act for), or the error to answer.
+
+        A token no host has is refused even where hosts without a token exist:
+        its sender meant to be someone and should hear that it is not. Without
+        a token the caller sees the hosts without one; with none such it is
+        refused, so that it never learns which hosts exist.
+        """
+        granted = self.granted(token)
+        if (token is not None and not granted) or not (granted or self._open):
+            return _unauthenticated(token)
+        return granted | self._open
+
+
+def _unauthenticated(token: str | None) -> errors.DPMError:
+    why = 'no' if token is None else 'an invalid'
+    return errors.unauthenticated(
+        f'{why} bearer token in the "{METADATA_KEY}" metadata ("{METADATA_KEY}: Bearer <token>")'
+    )
 
 
 class TokenInterceptor(grpc.ServerInterceptor):
@@ -80,6 +97,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, checker: TokenChecker, service: str) -> None:
         self._checker = checker
         self._prefix = f'/{service}/'
+        self._list_hosts = f'/{service}/ListHosts'
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -90,6 +108,18 @@ class TokenInterceptor(grpc.ServerInterceptor):
         inner = handler.unary_unary
         checker = self._checker
 
+        def listed(request, context):
+            visible = checker.listed(token)
+            if isinstance(visible, errors.DPMError):
+                LOG.info('%s refused: %s %s', method, visible.code.name, visible.reason_name)
+                context.abort_with_status(visible.to_status())  # raises
+                return None
+            reply = inner(request, context)
+            kept = [host for host in reply.hosts if host.host in visible]
+            del reply.hosts[:]
+            reply.hosts.extend(kept)
+            return reply
+
         def checked(request, context):
             error = checker.check(request.host, token)
             if error is not None:
@@ -98,7 +128,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
             return inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
-            checked,
+            listed if method == self._list_hosts else checked,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

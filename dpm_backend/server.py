@@ -91,6 +91,7 @@ class Backend:
             sizes,
             config.max_concurrent_operations,
             config.default_deadline,
+            self.host_problem,
         )
         self.health = health.HealthServicer()
         self._draining = False
@@ -108,6 +109,22 @@ class Backend:
         """The health service name of one host (its own SERVING status)."""
         return f'{SERVICE_NAME}/{host}'
 
+    def host_problem(self, name: str) -> str | None:
+        """Why a host is not served now, or None: its health status, in words (ListHosts)."""
+        if self._draining:
+            return 'the backend is shutting down'
+        if not self.pool.reachability.reachable:
+            return (
+                'the HMC does not answer (the backend probes it every '
+                f'{self.config.hmc.probe_interval:g} s)'
+            )
+        problem = self.hosts[name].problem
+        if problem is not None:
+            return f'{problem} (checked again every {RECHECK_INTERVAL:g} s)'
+        if name not in self._checked:
+            return 'its start-up checks have not run yet'
+        return None
+
     def _update_health(self) -> None:
         serving = self.pool.reachability.reachable and not self._draining
 
@@ -119,7 +136,7 @@ class Backend:
         for service in ('', SERVICE_NAME):
             self.health.set(service, status(serving))
         for name in self.hosts:
-            self.health.set(self.host_service_name(name), status(serving and name in self._checked))
+            self.health.set(self.host_service_name(name), status(self.host_problem(name) is None))
 
     def check_hosts(self) -> None:
         """Run the start-up checks of the hosts not yet found usable; update health."""

@@ -98,8 +98,11 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         sizes: PartitionSizes,
         max_concurrent_operations: int,
         default_deadline: float,
+        problem_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self._hosts = hosts
+        # Why a host is not served now (None: it is); what ListHosts reports.
+        self._problem_of = problem_of or (lambda name: hosts[name].problem)
         self._pool = pool
         self._jobs = jobs
         self.slots = OperationSlots(max_concurrent_operations)
@@ -238,6 +241,15 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
     def _snapshot(self, call: Call, host: Host):
         cpc = host.config.cpc_object_id
         return self.snapshots.cached(cpc, host.name) or self._take(call, host)
+
+    def ListHosts(self, request, context):
+        # The backend's own state only: no HMC request, no operation slot.
+        # With tokens, the auth interceptor keeps the hosts the caller may act for.
+        hosts = []
+        for name in self._hosts:
+            problem = self._problem_of(name)
+            hosts.append(pb.HostServing(host=name, serving=problem is None, problem=problem or ''))
+        return pb.ListHostsResponse(hosts=hosts)
 
     def GetHostStatus(self, request, context):
         def cached(host):

@@ -3,16 +3,16 @@
 The channel is a unix socket (the socket file is the access control) or TCP
 with TLS; plaintext TCP only to a loopback address, and only when
 ``[dpm] allow_insecure_loopback`` says so: the bearer token never crosses a
-network in clear text. Every call has a deadline, the budget of the whole call.
-Idempotent calls are retried a bounded number of times within it while the
-backend answers UNAVAILABLE (or sheds load); then the driver reports itself not
-ready. gRPC statuses become the Nova exceptions the compute manager knows how
-to handle; no other module of the driver sees grpc.RpcError.
+network in clear text (dpm_frontend.channel holds these rules). Every call
+has a deadline, the budget of the whole call. Idempotent calls are retried a
+bounded number of times within it while the backend answers UNAVAILABLE (or
+sheds load); then the driver reports itself not ready. gRPC statuses become the
+Nova exceptions the compute manager knows how to handle; no other module of the
+driver sees grpc.RpcError.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from oslo_log import log as logging
 
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
+from dpm_frontend import channel as channel_mod
 from dpm_frontend.conf import MIN_ATTEMPT_SECONDS
 from nova import exception
 
@@ -44,16 +45,6 @@ REFUSAL_REASONS = frozenset(
         'CMDLINE_TOO_LONG',
         'BOOT_VOLUME_UNUSABLE',
     }
-)
-
-
-UNIX_SCHEME = 'unix:'
-TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file')
-# How to reach a backend safely; every refusal of a transport says it.
-SAFE_TRANSPORTS = (
-    'set [dpm] tls_ca_file, tls_cert_file and tls_key_file (the backend requires '
-    'mutual TLS on TCP), or point [dpm] backend at the unix socket of a backend on '
-    'this node'
 )
 
 
@@ -114,131 +105,17 @@ def to_nova_exception(
     return DPMBackendError(reason=f'{failure.code.name}: {message}')
 
 
-def _read(conf, option: str) -> bytes | None:
-    """The content of the file ``[dpm] <option>`` names, or None if unset."""
-    path = getattr(conf.dpm, option)
-    if not path:
-        return None
-    try:
-        with open(path, 'rb') as stream:
-            return stream.read()
-    except OSError as exc:
-        raise DPMConfigError(reason=f'[dpm] {option}: cannot read {path}: {exc.strerror}') from None
-
-
-def _host_of(address: str) -> str | None:
-    """The host of ``host``, ``host:port``, ``[ipv6]`` or ``[ipv6]:port``; None if malformed."""
-    if address.startswith('['):
-        host, closed, rest = address[1:].partition(']')
-        if not closed or (rest and not (rest[0] == ':' and rest[1:].isdigit())):
-            return None
-        return host
-    try:
-        ipaddress.ip_address(address)  # an IPv6 address without brackets or port
-    except ValueError:
-        pass
-    else:
-        return address
-    host, colon, port = address.rpartition(':')
-    if not colon:
-        return address or None
-    return host if host and port.isdigit() else None
-
-
-def _target_hosts(target: str) -> list[str] | None:
-    """The hosts a TCP gRPC target names, or None if this cannot tell.
-
-    Forms: ``host:port``, ``[ipv6]:port``, ``ipv4:a.b.c.d:port[,...]``,
-    ``ipv6:[addr]:port[,...]`` and ``dns:[//authority/]host:port`` (gRPC's
-    naming; a name without a known scheme is resolved by DNS).
-    """
-    scheme, colon, rest = target.partition(':')
-    if colon and scheme in ('ipv4', 'ipv6'):
-        addresses = rest.split(',')
-    elif colon and scheme == 'dns':
-        if rest.startswith('//'):
-            _authority, slash, rest = rest[2:].partition('/')
-            if not slash:
-                return None
-        addresses = [rest]
-    else:
-        addresses = [target]
-    hosts = []
-    for address in addresses:
-        host = _host_of(address)
-        if host is None:
-            return None
-        hosts.append(host)
-    return hosts
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` is localhost, 127.0.0.0/8 or ::1 (also IPv4-mapped)."""
-    if host.lower().rstrip('.') == 'localhost':
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, 'ipv4_mapped', None)
-    return (mapped or address).is_loopback
-
-
-def _refuse_plaintext(conf) -> None:
-    """Raise unless plaintext TCP to ``[dpm] backend`` is loopback and allowed."""
-    target = conf.dpm.backend
-    hosts = _target_hosts(target)
-    if not hosts or not all(_is_loopback(host) for host in hosts):
-        raise DPMConfigError(
-            reason=f'[dpm] backend = {target} is neither a unix socket nor a loopback '
-            'address, and TLS is not configured: the bearer token and every request '
-            f'would cross the network in clear text. To fix, {SAFE_TRANSPORTS}. '
-            '([dpm] allow_insecure_loopback allows plaintext TCP to 127.0.0.0/8, ::1 '
-            'and localhost only.)'
-        )
-    if not conf.dpm.allow_insecure_loopback:
-        raise DPMConfigError(
-            reason=f'[dpm] backend = {target} is plaintext TCP to loopback, which needs '
-            '[dpm] allow_insecure_loopback = true (local tools and tests only). '
-            f'Otherwise, {SAFE_TRANSPORTS}.'
-        )
-
-
 def open_channel(conf) -> grpc.Channel:
-    """A channel to the backend as ``[dpm]`` describes it.
-
-    ``unix:`` targets are plaintext; TCP uses TLS with the three ``tls_*`` files,
-    or plaintext to a loopback address with ``allow_insecure_loopback``. Creating
-    a channel sends nothing: gRPC connects on the first call.
+    """A channel to the backend as ``[dpm]`` describes it (see dpm_frontend.channel).
 
     Raises:
         DPMConfigError: plaintext TCP that is not allowed, some but not all of
             the TLS files, or a TLS file that cannot be read.
     """
-    target = conf.dpm.backend
-    if target.startswith(UNIX_SCHEME):
-        return grpc.insecure_channel(target)
-    given = [option for option in TLS_OPTIONS if getattr(conf.dpm, option)]
-    if given and len(given) != len(TLS_OPTIONS):
-        raise DPMConfigError(
-            reason=f'[dpm] tls_ca_file, tls_cert_file and tls_key_file go together '
-            f'(only {", ".join(given)} set for [dpm] backend = {target}). To fix, '
-            f'{SAFE_TRANSPORTS}.'
-        )
-    if not given:
-        _refuse_plaintext(conf)
-        LOG.warning(
-            'Plaintext TCP to dpm-backend at %(target)s on loopback '
-            '([dpm] allow_insecure_loopback = true)',
-            {'target': target},
-        )
-        return grpc.insecure_channel(target)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(conf, 'tls_ca_file'),
-        private_key=_read(conf, 'tls_key_file'),
-        certificate_chain=_read(conf, 'tls_cert_file'),
-    )
-    return grpc.secure_channel(target, credentials)
+    try:
+        return channel_mod.open_channel(conf.dpm)
+    except channel_mod.TransportRefused as exc:
+        raise DPMConfigError(reason=str(exc)) from None
 
 
 class BackendClient:
@@ -256,8 +133,10 @@ class BackendClient:
         self._conf = conf
         self._sleep = sleep
         self._clock = clock
-        token = _read(conf, 'token_file')
-        self._metadata = (('authorization', 'Bearer ' + token.decode().strip()),) if token else ()
+        try:
+            self._metadata = channel_mod.token_metadata(conf.dpm)
+        except channel_mod.TransportRefused as exc:
+            raise DPMConfigError(reason=str(exc)) from None
 
     def close(self) -> None:
         self._channel.close()

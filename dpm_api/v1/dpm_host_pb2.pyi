@@ -166,6 +166,26 @@ class HostStatus(_message.Message):
     instance_count: int
     def __init__(self, host: _Optional[str] = ..., cpc_name: _Optional[str] = ..., cpc_object_id: _Optional[str] = ..., cpc_status: _Optional[str] = ..., hypervisor_type: _Optional[str] = ..., hypervisor_version: _Optional[int] = ..., cpu_arch: _Optional[str] = ..., storage_path: _Optional[_Union[StoragePath, str]] = ..., vcpus_total: _Optional[int] = ..., vcpus_used: _Optional[int] = ..., memory_mb_total: _Optional[int] = ..., memory_mb_used: _Optional[int] = ..., instance_count: _Optional[int] = ...) -> None: ...
 
+class ListHostsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HostServing(_message.Message):
+    __slots__ = ("host", "serving", "problem")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    serving: bool
+    problem: str
+    def __init__(self, host: _Optional[str] = ..., serving: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class ListHostsResponse(_message.Message):
+    __slots__ = ("hosts",)
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedCompositeFieldContainer[HostServing]
+    def __init__(self, hosts: _Optional[_Iterable[_Union[HostServing, _Mapping]]] = ...) -> None: ...
+
 class GetHostStatusRequest(_message.Message):
     __slots__ = ("host",)
     HOST_FIELD_NUMBER: _ClassVar[int]

@@ -27,9 +27,9 @@ if _version_not_supported:
 
 class DPMHostStub:
     """DPMHost runs Nova instances as DPM partitions for the Nova hosts (CPC
-    subsets) that one backend serves. Every request names the Nova host it acts
-    for; a host only ever sees and changes the partitions it created
-    (`OpenStack-<host>-<instance uuid>`).
+    subsets) that one backend serves. Every request but ListHosts names the
+    Nova host it acts for; a host only ever sees and changes the partitions it
+    created (`OpenStack-<host>-<instance uuid>`).
 
     Errors carry a google.rpc.Status with a google.rpc.ErrorInfo detail whose
     `reason` is one of the ErrorReason names and whose domain is
@@ -61,6 +61,11 @@ class DPMHostStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListHosts = channel.unary_unary(
+                '/dpm_api.v1.DPMHost/ListHosts',
+                request_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.ListHostsRequest.SerializeToString,
+                response_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
         self.GetHostStatus = channel.unary_unary(
                 '/dpm_api.v1.DPMHost/GetHostStatus',
                 request_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.GetHostStatusRequest.SerializeToString,
@@ -125,9 +130,9 @@ class DPMHostStub:
 
 class DPMHostServicer:
     """DPMHost runs Nova instances as DPM partitions for the Nova hosts (CPC
-    subsets) that one backend serves. Every request names the Nova host it acts
-    for; a host only ever sees and changes the partitions it created
-    (`OpenStack-<host>-<instance uuid>`).
+    subsets) that one backend serves. Every request but ListHosts names the
+    Nova host it acts for; a host only ever sees and changes the partitions it
+    created (`OpenStack-<host>-<instance uuid>`).
 
     Errors carry a google.rpc.Status with a google.rpc.ErrorInfo detail whose
     `reason` is one of the ErrorReason names and whose domain is
@@ -152,6 +157,19 @@ class DPMHostServicer:
     sent (metadata "authorization: Bearer <token>").
     PERMISSION_DENIED    the token is valid for other hosts only.
     """
+
+    def ListHosts(self, request, context):
+        """ListHosts names the hosts of this backend that the caller may act for
+        and says whether each is served now, and if not why. Answered from what
+        the backend holds, without an HMC request. With tokens configured, a
+        caller sees the hosts its token grants and the hosts without a token;
+        without a token (and no host without one), or with a token no host has,
+        the call is refused, so such a caller never learns which hosts exist.
+        Idempotent, no side effects. Codes: UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetHostStatus(self, request, context):
         """GetHostStatus checks the host's CPC (exists, DPM mode, operating, limits
@@ -292,6 +310,11 @@ class DPMHostServicer:
 
 def add_DPMHostServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.ListHostsRequest.FromString,
+                    response_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.ListHostsResponse.SerializeToString,
+            ),
             'GetHostStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHostStatus,
                     request_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.GetHostStatusRequest.FromString,
@@ -362,9 +385,9 @@ def add_DPMHostServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class DPMHost:
     """DPMHost runs Nova instances as DPM partitions for the Nova hosts (CPC
-    subsets) that one backend serves. Every request names the Nova host it acts
-    for; a host only ever sees and changes the partitions it created
-    (`OpenStack-<host>-<instance uuid>`).
+    subsets) that one backend serves. Every request but ListHosts names the
+    Nova host it acts for; a host only ever sees and changes the partitions it
+    created (`OpenStack-<host>-<instance uuid>`).
 
     Errors carry a google.rpc.Status with a google.rpc.ErrorInfo detail whose
     `reason` is one of the ErrorReason names and whose domain is
@@ -389,6 +412,33 @@ class DPMHost:
     sent (metadata "authorization: Bearer <token>").
     PERMISSION_DENIED    the token is valid for other hosts only.
     """
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpm_api.v1.DPMHost/ListHosts',
+            dpm__api_dot_v1_dot_dpm__host__pb2.ListHostsRequest.SerializeToString,
+            dpm__api_dot_v1_dot_dpm__host__pb2.ListHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetHostStatus(request,

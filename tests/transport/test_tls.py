@@ -137,6 +137,35 @@ def test_connections_without_mutual_trust_are_refused(tls_backend, pki, client, 
     assert tls_backend.log.requests == []
 
 
+def test_dpm_backend_ctl_takes_the_same_tls_files_and_token(tls_backend, pki, tmp_path, capsys):
+    import json
+
+    from dpm_backend import ctl
+
+    token = tmp_path / 'token'
+    token.write_text(TOKEN)
+    port = tls_backend.backend.address.rpartition(':')[2]
+
+    def run(client: str, *argv: str) -> tuple[int, str, str]:
+        status = ctl.main(
+            [
+                *('--backend', f'localhost:{port}', '--tls-ca-file', str(pki / 'ca.pem')),
+                *('--tls-cert-file', str(pki / f'{client}.pem')),
+                *('--tls-key-file', str(pki / f'{client}.key')),
+                *argv,
+            ]
+        )
+        return status, *capsys.readouterr()
+
+    status, out, err = run('client', '--token-file', str(token), '--json', 'why', 'cpc1')
+    assert status == 0, err
+    assert json.loads(out)['status']['host'] == 'cpc1'
+    # A client certificate of another CA does not get in.
+    status, out, err = run('rogue-client', 'why', 'cpc10')
+    assert (status, out) == (1, '')
+    assert 'UNAVAILABLE' in err and err.count('\n') == 1
+
+
 def test_plaintext_to_the_tls_port_is_refused(tls_backend):
     with (
         grpc.insecure_channel(tls_backend.backend.address) as chan,

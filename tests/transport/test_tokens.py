@@ -205,6 +205,30 @@ def test_every_token_is_compared_in_constant_time(monkeypatch):
     assert checker.check('a', 'z' * 20).code == UNAUTHENTICATED
 
 
+def test_list_hosts_shows_the_hosts_a_caller_may_act_for_and_no_other(guarded):
+    def listed(metadata=None):
+        reply = call(guarded, 'ListHosts', pb.ListHostsRequest(), metadata)
+        return [host.host for host in reply.hosts]
+
+    assert listed(bearer(TOKEN_A)) == ['cpc1', 'z14host', 'classic']  # classic has no token
+    assert listed(bearer(TOKEN_B)) == ['cpc10', 'classic']
+    assert listed() == ['classic']
+    # Two tokens are no token (as for every RPC): the hosts without one.
+    assert listed(bearer(TOKEN_A) + bearer(TOKEN_B)) == ['classic']
+    with pytest.raises(grpc.RpcError) as caught:
+        listed(bearer('wrong-token-0123456789abcdef'))
+    assert caught.value.code() == UNAUTHENTICATED
+    assert error_info(caught.value).reason == 'UNAUTHENTICATED'
+
+
+def test_without_a_token_list_hosts_reveals_no_host_where_every_host_has_one():
+    checker = auth.TokenChecker({'a': 'x' * 20, 'b': 'y' * 20}, {'a', 'b'})
+    assert checker.listed('x' * 20) == {'a'}
+    for token in (None, 'z' * 20, ''):
+        refusal = checker.listed(token)
+        assert not isinstance(refusal, frozenset) and refusal.code == UNAUTHENTICATED, token
+
+
 def test_require_tokens_refuses_to_start_with_an_open_host(tmp_path):
     from dpmtest import load_config
     from dpmtest import write_config

@@ -231,6 +231,36 @@ def test_prepare_and_info_through_the_servicer(harness):
     assert log.requests == [('GET', f'/api/cpcs/{INVENTORY["z13"]}/partitions')]
 
 
+def test_list_hosts_says_why_each_host_is_not_served_without_hmc_requests(harness):
+    call, log = harness
+    backend = call.backend
+
+    def listed():
+        reply, _, code, details = call('ListHosts', pb.ListHostsRequest())
+        assert code == grpc.StatusCode.OK, details
+        return {h.host: (h.serving, h.problem) for h in reply.hosts}
+
+    # Nothing has answered yet: the HMC is not known to be reachable.
+    hosts = listed()
+    assert list(hosts) == ['cpc1', 'cpc10', 'z14host', 'classic']  # as configured
+    assert all(not serving and 'the HMC does not answer' in why for serving, why in hosts.values())
+    backend.pool.reachability.set(True)
+    assert listed()['cpc1'] == (False, 'its start-up checks have not run yet')
+    assert log.requests == []
+    backend.check_hosts()
+    log.clear()
+    hosts = listed()
+    assert hosts['cpc1'] == hosts['cpc10'] == hosts['z14host'] == (True, '')
+    serving, why = hosts['classic']
+    assert not serving and 'is not in DPM mode' in why
+    # What a call for the host answers says the same.
+    _, _, code, details = call('ListInstances', pb.ListInstancesRequest(host='classic'))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and 'is not in DPM mode' in details
+    backend.pool.reachability.set(False)
+    assert not any(serving for serving, _ in listed().values())
+    assert log.requests == []
+
+
 class Gate:
     """Interceptor that holds every HMC request until opened; counts the arrivals."""
 
