@@ -300,6 +300,14 @@ backend_opts = [
         help='Seconds that calls in flight may finish after SIGTERM; past them the backend '
         'makes no HMC request but logoffs, and exits.',
     ),
+    cfg.StrOpt(
+        'metrics_listen',
+        help='Where to serve Prometheus metrics over HTTP at /metrics, as '
+        '"<host>:<port>" (e.g. 127.0.0.1:9464, or [::]:9464 for every address). '
+        'Plain HTTP without authentication: the metrics name the hosts served and count '
+        'calls and HMC requests, never instances or HMC objects; bind to loopback or '
+        'keep the port behind a firewall. Unset: no metrics are served.',
+    ),
 ]
 
 host_opts = [
@@ -418,6 +426,8 @@ class BackendConfig:
     max_concurrent_operations: int
     default_deadline: int
     grace_period: int
+    # (host, port) of the Prometheus metrics listener; None: not served.
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -650,6 +660,42 @@ def _load_listen(conf: cfg.ConfigOpts) -> ListenConfig:
     )
 
 
+# "<host>:<port>": a DNS name or IPv4 address, or an IPv6 address in brackets.
+_HOST_PORT = re.compile(
+    r'(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*))'
+    r':(?P<port>[0-9]{1,5})'
+)
+
+
+def _host_port(value: str) -> tuple[str, int] | None:
+    """(host, port) of ``<host>:<port>`` (an IPv6 address without brackets); None if invalid."""
+    match = _HOST_PORT.fullmatch(value)
+    if match is None or int(match['port']) > 65535:
+        return None
+    host = match['ipv6'] or match['host']
+    try:
+        if match['ipv6']:
+            ipaddress.IPv6Address(host)
+        elif not host.strip('0123456789.'):
+            ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    return host, int(match['port'])
+
+
+def _load_metrics_listen(conf: cfg.ConfigOpts) -> tuple[str, int] | None:
+    value = _get(conf, 'backend', 'metrics_listen')
+    if not value:
+        return None
+    address = _host_port(value)
+    if address is None:
+        raise ConfigError(
+            '[backend] metrics_listen: expected "<host>:<port>" (e.g. 127.0.0.1:9464 or '
+            f'[::]:9464), got {value[:80]!r}'
+        )
+    return address
+
+
 def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConfig:
     """Parse the command line and config files; raise ConfigError if anything is off."""
     conf = conf if conf is not None else cfg.ConfigOpts()
@@ -688,6 +734,7 @@ def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConf
         max_concurrent_operations=_get(conf, 'backend', 'max_concurrent_operations'),
         default_deadline=_get(conf, 'backend', 'default_deadline'),
         grace_period=_get(conf, 'backend', 'grace_period'),
+        metrics_listen=_load_metrics_listen(conf),
     )
 
 

@@ -140,8 +140,15 @@ LOGOFF_URI = '/api/sessions/this-session'
 class SessionPool:
     """A bounded pool of logged-on zhmcclient Clients."""
 
-    def __init__(self, config: HmcConfig, interceptors: list[Interceptor] | None = None):
+    def __init__(
+        self,
+        config: HmcConfig,
+        interceptors: list[Interceptor] | None = None,
+        on_wait: Callable[[float], object] | None = None,
+    ):
         self._config = config
+        # Told the seconds of each checkout that found every session busy.
+        self._on_wait = on_wait
         self.reachability = Reachability()
         # Outermost first: the observers of the caller, then reachability.
         self.interceptors: list[Interceptor] = list(interceptors or [])
@@ -166,6 +173,11 @@ class SessionPool:
     @property
     def sessions_created(self) -> int:
         return len(self._all)
+
+    def in_use(self) -> int:
+        """Sessions checked out now."""
+        with self._lock:
+            return len(self._all) - self._idle.qsize()
 
     def has_free_session(self) -> bool:
         """Whether a checkout now would not wait (a hint: another thread may take it)."""
@@ -226,12 +238,16 @@ class SessionPool:
                 self._all.append(client)
                 return client
         wait = max(min(timeout, self._config.pool_wait), 0)
+        started = time.monotonic()
         try:
             return self._idle.get(timeout=wait)
         except queue.Empty:
             raise PoolExhausted(
                 f'all {self._config.pool_size} HMC sessions stayed busy for {wait:.0f} s'
             ) from None
+        finally:
+            if self._on_wait is not None:
+                self._on_wait(time.monotonic() - started)
 
     @contextlib.contextmanager
     def client(self, timeout: float, logon: bool = True) -> Iterator[zhmcclient.Client]:

@@ -62,8 +62,11 @@ class JobWaiter:
         max_interval: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
+        on_wait: Callable[[str, float], object] | None = None,
     ) -> None:
         self.interval = interval
+        # Told the kind and seconds of every wait, however it ended.
+        self._on_wait = on_wait
         self.max_interval = max(max_interval, interval)
         self._halted = threading.Event()
         # The clock and sleep of every wait (tests replace them); halt() ends
@@ -120,6 +123,13 @@ class JobWaiter:
         on the HMC: a retry of the operation finds its outcome).
         """
         started = self.now()
+        try:
+            return self._wait(job, kind, until, started)
+        finally:
+            if self._on_wait is not None:
+                self._on_wait(kind, self.now() - started)
+
+    def _wait(self, job: zhmcclient.Job, kind: str, until: float, started: float) -> dict | None:
         last_pause = 0.0
         unreachable = 0
         for pause in self.pauses(kind):

@@ -31,6 +31,7 @@ from dpm_backend import auth
 from dpm_backend import checkconfig
 from dpm_backend import config as config_mod
 from dpm_backend import errors
+from dpm_backend import metrics as metrics_mod
 from dpm_backend import startup
 from dpm_backend.config import BackendConfig
 from dpm_backend.hmc import Interceptor
@@ -79,11 +80,22 @@ class Backend:
         self, config: BackendConfig, interceptors: list[Interceptor] | None = None
     ) -> None:
         self.config = config
-        self.pool = SessionPool(config.hmc, interceptors)
+        # Recorded always (microseconds a call); served when metrics_listen is set.
+        self.metrics = metrics_mod.Metrics(metrics_mod.version())
+        # The metrics count what the caller's interceptors let through to the HMC.
+        self.pool = SessionPool(
+            config.hmc,
+            [*(interceptors or []), self.metrics.hmc_request],
+            on_wait=self.metrics.session_wait,
+        )
         facts = CpcFactsCache(config.hmc.cpc_cache_ttl)
         sizes = PartitionSizes()
         self.hosts = {name: Host(host, facts, sizes) for name, host in config.hosts.items()}
-        self.jobs = JobWaiter(config.hmc.job_poll_interval, config.hmc.job_poll_max_interval)
+        self.jobs = JobWaiter(
+            config.hmc.job_poll_interval,
+            config.hmc.job_poll_max_interval,
+            on_wait=self.metrics.job_wait,
+        )
         self.servicer = DPMHostServicer(
             self.hosts,
             self.pool,
@@ -97,12 +109,16 @@ class Backend:
         self._draining = False
         self._stopped = threading.Event()
         self._server: grpc.Server | None = None
+        self._exporter: metrics_mod.Exporter | None = None
         self._monitor: threading.Thread | None = None
         # Hosts whose start-up checks passed; the others are checked again.
         self._checked: set[str] = set()
         self._last_check = 0.0
         self.address = ''
+        # Where metrics are served once started ('' when they are not).
+        self.metrics_address = ''
         self.pool.reachability.add_listener(lambda reachable: self._update_health())
+        self.metrics.watch(self.pool, self.serving_hosts)
 
     @staticmethod
     def host_service_name(host: str) -> str:
@@ -125,18 +141,25 @@ class Backend:
             return 'its start-up checks have not run yet'
         return None
 
-    def _update_health(self) -> None:
-        serving = self.pool.reachability.reachable and not self._draining
+    def serving(self) -> bool:
+        """Whether the service as a whole is SERVING: the HMC answers, no drain."""
+        return self.pool.reachability.reachable and not self._draining
 
+    def serving_hosts(self) -> dict[str, bool]:
+        """Whether each host is SERVING: the service is, and the host passed its checks."""
+        return {name: self.host_problem(name) is None for name in self.hosts}
+
+    def _update_health(self) -> None:
         def status(ok: bool):
             if ok:
                 return health_pb2.HealthCheckResponse.SERVING
             return health_pb2.HealthCheckResponse.NOT_SERVING
 
+        serving = self.serving()
         for service in ('', SERVICE_NAME):
             self.health.set(service, status(serving))
-        for name in self.hosts:
-            self.health.set(self.host_service_name(name), status(self.host_problem(name) is None))
+        for name, ok in self.serving_hosts().items():
+            self.health.set(self.host_service_name(name), status(ok))
 
     def check_hosts(self) -> None:
         """Run the start-up checks of the hosts not yet found usable; update health."""
@@ -246,10 +269,37 @@ class Backend:
                 os.unlink(os.path.join(private, 'socket'))
             os.rmdir(private)
 
+    def _start_exporter(self) -> None:
+        if self.config.metrics_listen is None:
+            return
+        host, port = self.config.metrics_listen
+        try:
+            self._exporter = metrics_mod.Exporter(self.metrics.registry, host, port)
+        except OSError as exc:
+            raise OSError(exc.errno, f'{exc.strerror} (metrics on {host}:{port})') from None
+        self.metrics_address = self._exporter.address
+        LOG.info('Serving metrics on http://%s/metrics', self.metrics_address)
+
+    def _stop_exporter(self) -> None:
+        if self._exporter is not None:
+            self._exporter.stop()
+            self._exporter = None
+
     def start(self) -> None:
         gid = self._socket_gid()
+        self._start_exporter()
+        try:
+            self._start_server(gid)
+        except BaseException:
+            self._stop_exporter()
+            raise
+
+    def _start_server(self, gid: int) -> None:
         threads = self.config.max_concurrent_operations + RESERVED_THREADS
-        server_interceptors = []
+        # First, so that it sees the status of the calls the token check refuses.
+        server_interceptors: list[grpc.ServerInterceptor] = [
+            metrics_mod.ServerInterceptor(self.metrics)
+        ]
         if self.config.tokens:
             checker = auth.TokenChecker(self.config.tokens, set(self.config.hosts))
             server_interceptors.append(auth.TokenInterceptor(checker, SERVICE_NAME))
@@ -318,6 +368,8 @@ class Backend:
         if self._monitor is not None:
             self._monitor.join(HALT_WAIT)
         logged_off = self.pool.close()
+        # Last: the scrape before the exit sees the drain and the logoffs.
+        self._stop_exporter()
         if self.config.listen.unix_path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.config.listen.unix_path)

@@ -105,6 +105,26 @@ BAD = {
     'bad socket mode': (None, {'backend': {'socket_mode': '999'}}, 'socket_mode'),
     'no hosts': (None, {'backend': {'hosts': ''}}, '[backend] hosts'),
 }
+BAD_METRICS_LISTEN = {
+    'no port': '127.0.0.1',
+    'port out of range': '127.0.0.1:65536',
+    'ipv6 without brackets': '::1:9464',
+    'bad ipv4': '127.0.0.256:9464',
+    'bad ipv6': '[::g]:9464',
+    'url': 'http://127.0.0.1:9464/metrics',
+    'unix socket': 'unix:/run/dpm-backend/metrics.sock',
+    'no host': ':9464',
+}
+BAD.update(
+    {
+        f'metrics_listen {name}': (
+            None,
+            {'backend': {'metrics_listen': value}},
+            '[backend] metrics_listen',
+        )
+        for name, value in BAD_METRICS_LISTEN.items()
+    }
+)
 
 
 @pytest.mark.parametrize('case', sorted(BAD))
@@ -115,6 +135,34 @@ def test_bad_value_fails_at_load_naming_the_option(tmp_path, case):
         load_config(path)
     assert option in str(caught.value)
     assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ('value', 'expected'),
+    [
+        ('127.0.0.1:9464', ('127.0.0.1', 9464)),
+        ('[::]:9464', ('::', 9464)),
+        ('[::1]:0', ('::1', 0)),
+        ('localhost:9464', ('localhost', 9464)),
+        ('', None),
+    ],
+)
+def test_metrics_listen_is_host_and_port_or_off(tmp_path, value, expected):
+    extra = {'backend': {'metrics_listen': value}} if value else None
+    path = write_config(tmp_path / 'c.conf', tmp_path / 's.sock', extra=extra)
+    assert load_config(path).metrics_listen == expected
+
+
+def test_a_bad_metrics_listen_is_one_line_naming_the_option(tmp_path):
+    path = write_config(
+        tmp_path / 'c.conf', tmp_path / 's.sock', extra={'backend': {'metrics_listen': 'x:y'}}
+    )
+    with pytest.raises(config_mod.ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        '[backend] metrics_listen: expected "<host>:<port>" (e.g. 127.0.0.1:9464 or '
+        "[::]:9464), got 'x:y'"
+    )
 
 
 def test_host_names_must_differ_beyond_case(tmp_path):

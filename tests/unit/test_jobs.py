@@ -124,3 +124,20 @@ def test_a_job_the_hmc_forgot_has_ended_and_leaves_the_verdict_to_the_status():
 
     clock = Clock()
     assert waiter(clock).wait(Forgotten(clock, 1.0), 'start', 100.0) is None
+
+
+def test_every_wait_is_reported_with_its_kind_and_seconds_however_it_ends():
+    clock = Clock()
+    reported: list[tuple[str, float]] = []
+    w = JobWaiter(
+        0.2, 2.0, clock=lambda: clock.now, sleep=clock.sleep, on_wait=lambda *a: reported.append(a)
+    )
+    run(w, clock, 3.0)
+    with pytest.raises(JobTimeout):
+        w.wait(FakeJob(clock, 60.0), 'stop', clock.now + 7.0)
+    with pytest.raises(zhmcclient.HTTPError):
+        w.wait(FakeJob(clock, 1.0, fails=True), 'discover-fcp', clock.now + 100.0)
+    assert [kind for kind, _ in reported] == ['start', 'stop', 'discover-fcp']
+    assert reported[0][1] == pytest.approx(3.0, abs=jobs.UNLEARNED_PAUSE)
+    assert reported[1][1] == pytest.approx(7.0)
+    assert 1.0 <= reported[2][1] <= 1.0 + jobs.UNLEARNED_PAUSE
