@@ -29,6 +29,7 @@ from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend import auth
 from dpm_backend import config as config_mod
+from dpm_backend import correlation
 from dpm_backend import errors
 from dpm_backend import startup
 from dpm_backend.call import Call
@@ -230,7 +231,9 @@ class Backend:
     def start(self) -> None:
         gid = self._socket_gid()
         threads = self.config.max_concurrent_operations + RESERVED_THREADS
-        server_interceptors = []
+        correlation.add_request_id_to_log_records()
+        # The request id first: the token check logs and refuses with it bound.
+        server_interceptors: list[grpc.ServerInterceptor] = [correlation.RequestIdInterceptor()]
         if self.config.tokens:
             checker = auth.TokenChecker(self.config.tokens, set(self.config.hosts))
             server_interceptors.append(auth.TokenInterceptor(checker, SERVICE_NAME))
