@@ -35,6 +35,13 @@ MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 1024
 # CPC facts change rarely (status, firmware); read again every 5 minutes.
 DEFAULT_CPC_CACHE_TTL = 300
+# oslo.log's line for a record made during a call (logging_context_format_string):
+# the default without user and project, which the backend does not know, so the
+# line shows [req-<uuid>] where the lines outside calls show [-].
+LOG_CONTEXT_FORMAT = (
+    '%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s [%(request_id)s] '
+    '%(instance)s%(message)s'
+)
 # Visible ASCII: what an HTTP/2 header value carries unchanged.
 _TOKEN = re.compile(r'[\x21-\x7e]+')
 # oslo.config's wording around a bad value: "Value for option <name> from
@@ -701,6 +708,7 @@ def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConf
     conf = conf if conf is not None else cfg.ConfigOpts()
     register_opts(conf)
     logging.register_options(conf)
+    conf.set_default('logging_context_format_string', LOG_CONTEXT_FORMAT)
     try:
         conf(
             list(argv),

@@ -15,6 +15,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_backend import correlation
 
 DOMAIN = 'dpm_api.v1'
 # HMC reason code of HTTP 409: the object's status does not allow the operation.
@@ -57,8 +58,13 @@ class DPMError(Exception):
         return pb.ErrorReason.Name(self.reason).removeprefix('ERROR_REASON_')
 
     def to_status(self) -> grpc.Status:
+        """The status to answer; inside a call, its ErrorInfo names the call's request id."""
+        metadata = dict(self.metadata)
+        request_id = correlation.current()
+        if request_id is not None:
+            metadata['request_id'] = request_id
         info = error_details_pb2.ErrorInfo(
-            reason=self.reason_name, domain=DOMAIN, metadata=self.metadata
+            reason=self.reason_name, domain=DOMAIN, metadata=metadata
         )
         detail = any_pb2.Any()
         detail.Pack(info)

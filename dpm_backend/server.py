@@ -30,6 +30,7 @@ from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend import auth
 from dpm_backend import checkconfig
 from dpm_backend import config as config_mod
+from dpm_backend import correlation
 from dpm_backend import errors
 from dpm_backend import metrics as metrics_mod
 from dpm_backend import startup
@@ -296,9 +297,12 @@ class Backend:
 
     def _start_server(self, gid: int) -> None:
         threads = self.config.max_concurrent_operations + RESERVED_THREADS
-        # First, so that it sees the status of the calls the token check refuses.
+        correlation.add_request_id_to_log_records()
+        # The request id first: the token check logs and refuses with it bound; then
+        # metrics, so that they see the status of the calls the token check refuses.
         server_interceptors: list[grpc.ServerInterceptor] = [
-            metrics_mod.ServerInterceptor(self.metrics)
+            correlation.RequestIdInterceptor(),
+            metrics_mod.ServerInterceptor(self.metrics),
         ]
         if self.config.tokens:
             checker = auth.TokenChecker(self.config.tokens, set(self.config.hosts))

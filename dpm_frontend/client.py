@@ -8,7 +8,9 @@ has a deadline, the budget of the whole call. Idempotent calls are retried a
 bounded number of times within it while the backend answers UNAVAILABLE (or
 sheds load); then the driver reports itself not ready. gRPC statuses become the
 Nova exceptions the compute manager knows how to handle; no other module of the
-driver sees grpc.RpcError.
+driver sees grpc.RpcError. Each call carries Nova's request id, and a failure
+names the request id the backend logged it under, so one grep finds the call in
+the backend's log.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from oslo_context import context as oslo_context
 from oslo_log import log as logging
 
+from dpm_api.v1 import contract
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_frontend import channel as channel_mod
 from dpm_frontend.conf import MIN_ATTEMPT_SECONDS
@@ -58,6 +62,22 @@ class DPMConfigError(DPMBackendError):
     msg_fmt = 'DPM driver configuration: %(reason)s'
 
 
+def request_id_of(context=None) -> str | None:
+    """Nova's request id for a call: ``context``'s, else that of the thread's current context.
+
+    Nova makes the current context of each operation it handles (and passes
+    one to some driver methods); its request id is what Nova's log lines and
+    instance actions show. Only the ``req-<uuid>`` form Nova makes is sent:
+    anything else is left out, and the backend makes up an id of its own.
+    """
+    if context is None:
+        context = oslo_context.get_current()
+    request_id = getattr(context, 'request_id', None)
+    if isinstance(request_id, str) and contract.REQUEST_ID.fullmatch(request_id):
+        return request_id
+    return None
+
+
 class BackendFailure:
     """What the backend said about a failed call, decoded once."""
 
@@ -66,16 +86,33 @@ class BackendFailure:
         self.details = (error.details() if hasattr(error, 'details') else None) or str(error)
         self.reason = ''
         self.metadata: dict[str, str] = {}
-        status = rpc_status.from_call(error) if hasattr(error, 'trailing_metadata') else None
+        trailers: Any = ()
+        status = None
+        if hasattr(error, 'trailing_metadata'):
+            trailers = error.trailing_metadata() or ()
+            status = rpc_status.from_call(error)
         for detail in status.details if status else ():
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info):
                 self.reason = info.reason
                 self.metadata = dict(info.metadata)
+        returned = [v for k, v in trailers if k == contract.REQUEST_ID_METADATA_KEY]
+        returned.append(self.metadata.get('request_id', ''))
+        # The backend's log names the call by this id; None if it never answered.
+        self.request_id = next(
+            (v for v in returned if isinstance(v, str) and contract.REQUEST_ID.fullmatch(v)), None
+        )
 
     @property
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES or self.reason in RETRYABLE_REASONS
+
+    @property
+    def message(self) -> str:
+        """The backend's message, with the request id to look for in its log."""
+        if self.request_id is None:
+            return self.details
+        return f'{self.details} (backend request {self.request_id})'
 
 
 def to_nova_exception(
@@ -84,7 +121,7 @@ def to_nova_exception(
     failure_type: Callable[..., Exception] | None = None,
 ) -> Exception:
     """The Nova exception for a failed call (``failure_type`` for the rest)."""
-    message = failure.details
+    message = failure.message
     if failure.reason == 'INSTANCE_NOT_FOUND' and instance_uuid:
         return exception.InstanceNotFound(instance_id=instance_uuid)
     if failure.retryable:
@@ -149,14 +186,21 @@ class BackendClient:
         idempotent: bool,
         instance_uuid: str | None = None,
         failure_type: Callable[..., Exception] | None = None,
+        context=None,
     ) -> Any:
         """Call ``method`` within ``deadline`` seconds; retry while retryable and idempotent.
 
         The deadline is the budget of the whole call: each attempt gets what is
         left of it, and a retry starts only if at least MIN_ATTEMPT_SECONDS are
         left after the pause before it. A failure becomes a Nova exception.
+        Each attempt carries the request id of ``context`` (a Nova
+        RequestContext; by default the thread's current one).
         """
         rpc = getattr(self._stub, method)
+        request_id = request_id_of(context)
+        metadata = self._metadata
+        if request_id is not None:
+            metadata += ((contract.REQUEST_ID_METADATA_KEY, request_id),)
         retries = self._conf.dpm.unavailable_retries if idempotent else 0
         interval = self._conf.dpm.retry_interval
         end = self._clock() + deadline
@@ -164,7 +208,7 @@ class BackendClient:
         while True:
             attempt += 1
             try:
-                return rpc(request, timeout=end - self._clock(), metadata=self._metadata)
+                return rpc(request, timeout=end - self._clock(), metadata=metadata)
             except grpc.RpcError as error:
                 failure = BackendFailure(error)
             left = end - self._clock()
@@ -175,7 +219,7 @@ class BackendClient:
                     {
                         'method': method,
                         'code': failure.code.name,
-                        'details': failure.details,
+                        'details': failure.message,
                         'n': attempt,
                         'max': retries,
                         'interval': interval,
@@ -193,7 +237,7 @@ class BackendClient:
                     'n': attempt,
                     'code': failure.code.name,
                     'reason': failure.reason,
-                    'details': failure.details,
+                    'details': failure.message,
                 },
             )
             raise to_nova_exception(failure, instance_uuid, failure_type)

@@ -93,7 +93,10 @@ class DPMDriver(driver.ComputeDriver):
     def client(self) -> client_mod.BackendClient:
         return self._connect()
 
-    def _call(self, method, request, deadline, idempotent=True, instance=None, failure=None):
+    def _call(
+        self, method, request, deadline, idempotent=True, instance=None, failure=None, context=None
+    ):
+        """One DPMHost call; ``context`` is the RequestContext Nova passed, if it passed one."""
         return self.client.call(
             method,
             request,
@@ -101,6 +104,7 @@ class DPMDriver(driver.ComputeDriver):
             idempotent,
             instance_uuid=instance.uuid if instance is not None else None,
             failure_type=failure,
+            context=context,
         )
 
     def _ids(self, instance) -> dict:
@@ -357,7 +361,9 @@ class DPMDriver(driver.ComputeDriver):
             ):
                 # networking-dpm sees the NICs once they exist on the HMC and
                 # then reports the ports plugged; the partition starts after.
-                self._call('Spawn', request, CONF.dpm.spawn_deadline, instance=instance)
+                self._call(
+                    'Spawn', request, CONF.dpm.spawn_deadline, instance=instance, context=context
+                )
         except exception.InstanceEventTimeout:
             if CONF.vif_plugging_is_fatal:
                 raise exception.VirtualInterfaceCreateException() from None
@@ -367,12 +373,13 @@ class DPMDriver(driver.ComputeDriver):
 
     # -- instances: lifecycle -------------------------------------------
 
-    def _destroy(self, instance) -> bool:
+    def _destroy(self, instance, context=None) -> bool:
         reply = self._call(
             'Destroy',
             pb.DestroyRequest(**self._ids(instance)),
             CONF.dpm.power_deadline,
             instance=instance,
+            context=context,
         )
         return reply.existed
 
@@ -387,7 +394,7 @@ class DPMDriver(driver.ComputeDriver):
     ):
         # The WWPNs stay in system_metadata: Nova asks for the connector
         # after this to detach the volumes.
-        if not self._destroy(instance):
+        if not self._destroy(instance, context):
             LOG.info('Partition already gone', instance=instance)
 
     def cleanup(
@@ -401,7 +408,7 @@ class DPMDriver(driver.ComputeDriver):
         destroy_vifs=True,
         destroy_secrets=True,
     ):
-        self._destroy(instance)
+        self._destroy(instance, context)
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         # DPM stops a partition hard: there is no graceful shutdown request.
@@ -428,6 +435,7 @@ class DPMDriver(driver.ComputeDriver):
             CONF.dpm.power_deadline,
             instance=instance,
             failure=lambda m: exception.InstancePowerOnFailure(reason=m),
+            context=context,
         )
 
     def reboot(
@@ -450,6 +458,7 @@ class DPMDriver(driver.ComputeDriver):
             idempotent=False,
             instance=instance,
             failure=lambda m: exception.InstanceRebootFailure(reason=m),
+            context=context,
         )
 
     # -- volumes --------------------------------------------------------
@@ -482,6 +491,7 @@ class DPMDriver(driver.ComputeDriver):
             pb.AttachVolumeRequest(**self._ids(instance), volume=volume),
             CONF.dpm.spawn_deadline,
             instance=instance,
+            context=context,
         )
 
     @staticmethod
@@ -517,6 +527,7 @@ class DPMDriver(driver.ComputeDriver):
             pb.DetachVolumeRequest(**self._ids(instance), volume_id=volume_id),
             CONF.dpm.power_deadline,
             instance=instance,
+            context=context,
         )
         LOG.debug(
             'Volume detached at %(mountpoint)s', {'mountpoint': mountpoint}, instance=instance

@@ -23,3 +23,12 @@ MAX_NICS = 12
 # backend's configuration): a UUID in lower case. Unanchored: use fullmatch.
 OBJECT_ID_PATTERN = r'[a-f0-9]{8}-(?:[a-f0-9]{4}-){3}[a-f0-9]{12}'
 OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
+
+# Call metadata naming the caller's request (OpenStack's X-OpenStack-Request-ID
+# header): Nova's request id, ``req-`` and a lower-case UUID, nothing else. The
+# backend logs it on every line of the call (it makes one up when none is
+# sent) and returns it in the trailing metadata of every reply and in the
+# ErrorInfo metadata "request_id" of every error. Unanchored: use fullmatch.
+REQUEST_ID_METADATA_KEY = 'x-openstack-request-id'
+REQUEST_ID_PATTERN = f'req-{OBJECT_ID_PATTERN}'
+REQUEST_ID = re.compile(REQUEST_ID_PATTERN)

@@ -31,6 +31,12 @@ class DPMHostStub:
     Nova host it acts for; a host only ever sees and changes the partitions it
     created (`OpenStack-<host>-<instance uuid>`).
 
+    A call may carry the metadata "x-openstack-request-id: req-<uuid>" (Nova's
+    request id). The backend logs it on every line of the call, makes one up
+    when none or a malformed one is sent, and returns it in the trailing
+    metadata "x-openstack-request-id" of every reply and in the ErrorInfo
+    metadata "request_id" of every error.
+
     Errors carry a google.rpc.Status with a google.rpc.ErrorInfo detail whose
     `reason` is one of the ErrorReason names and whose domain is
     "dpm_api.v1". Codes common to every RPC:
@@ -133,6 +139,12 @@ class DPMHostServicer:
     subsets) that one backend serves. Every request but ListHosts names the
     Nova host it acts for; a host only ever sees and changes the partitions it
     created (`OpenStack-<host>-<instance uuid>`).
+
+    A call may carry the metadata "x-openstack-request-id: req-<uuid>" (Nova's
+    request id). The backend logs it on every line of the call, makes one up
+    when none or a malformed one is sent, and returns it in the trailing
+    metadata "x-openstack-request-id" of every reply and in the ErrorInfo
+    metadata "request_id" of every error.
 
     Errors carry a google.rpc.Status with a google.rpc.ErrorInfo detail whose
     `reason` is one of the ErrorReason names and whose domain is
@@ -388,6 +400,12 @@ class DPMHost:
     subsets) that one backend serves. Every request but ListHosts names the
     Nova host it acts for; a host only ever sees and changes the partitions it
     created (`OpenStack-<host>-<instance uuid>`).
+
+    A call may carry the metadata "x-openstack-request-id: req-<uuid>" (Nova's
+    request id). The backend logs it on every line of the call, makes one up
+    when none or a malformed one is sent, and returns it in the trailing
+    metadata "x-openstack-request-id" of every reply and in the ErrorInfo
+    metadata "request_id" of every error.
 
     Errors carry a google.rpc.Status with a google.rpc.ErrorInfo detail whose
     `reason` is one of the ErrorReason names and whose domain is

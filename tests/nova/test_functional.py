@@ -33,6 +33,7 @@ from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional import integrated_helpers
 
 from dpm_backend import boot
+from dpm_backend import correlation
 from dpm_backend import naming
 from dpm_backend.server import Backend
 
@@ -356,6 +357,35 @@ class DPMVifPluggedTest(_DPMTestBase):
         server = self._wait_for_state_change(server, 'ERROR')
         name = naming.partition_name(HOST, server['id'])
         self.assertNotIn(name, self.hmc_partitions())
+
+
+class DPMRequestIdTest(_DPMTestBase):
+    """Each server action's request id (what Nova logs and lists) names its backend calls."""
+
+    def test_the_hmc_requests_of_server_actions_are_made_under_their_request_ids(self):
+        made = []
+
+        def record(method, uri, proceed):
+            made.append((correlation.current(), method, uri.rsplit('/', 1)[-1]))
+            return proceed()
+
+        self.backend.pool.interceptors.append(record)
+        server = self.api.post_server({'server': self.server_body([])})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        server = self._stop_server(server)  # power_off: Nova passes no context
+        server = self._start_server(server)  # power_on: Nova passes its context
+        self._wait_for_state_change(server, 'ACTIVE')
+        actions = {
+            a['action']: a['request_id'] for a in self.api.get_instance_actions(server['id'])
+        }
+        by_id: dict = {}
+        for request_id, method, last in made:
+            by_id.setdefault(request_id, set()).add((method, last))
+        # Start Partition of the spawn, then Stop and Start Partition.
+        self.assertIn(('POST', 'start'), by_id[actions['create']])
+        self.assertIn(('POST', 'stop'), by_id[actions['stop']])
+        self.assertIn(('POST', 'start'), by_id[actions['start']])
+        self.assertNotIn(('POST', 'stop'), by_id[actions['start']])
 
 
 class DPMServersOnHmc2141Test(DPMServersTest):

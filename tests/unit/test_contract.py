@@ -36,3 +36,16 @@ def test_an_object_id_is_a_lower_case_uuid_and_nothing_around_it():
     assert contract.OBJECT_ID.fullmatch(good)
     for bad in (good.upper(), good + '\n', ' ' + good, good[:-1], good.replace('-', ''), ''):
         assert not contract.OBJECT_ID.fullmatch(bad), bad
+
+
+def test_the_proto_names_the_request_id_metadata_and_its_form():
+    text = ' '.join(
+        line.strip().removeprefix('//').strip() for line in PROTO.read_text().splitlines()
+    )
+    assert f'"{contract.REQUEST_ID_METADATA_KEY}: req-<uuid>"' in text
+    assert f'trailing metadata "{contract.REQUEST_ID_METADATA_KEY}"' in text
+    assert 'ErrorInfo metadata "request_id"' in text
+    good = 'req-6a3b9f2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b'
+    assert contract.REQUEST_ID.fullmatch(good)
+    for bad in (good.upper(), good + '\n', good[4:], 'req-' + good, good[:-1]):
+        assert not contract.REQUEST_ID.fullmatch(bad), bad

@@ -11,6 +11,7 @@ import concurrent.futures
 import pathlib
 import queue
 import threading
+import types
 import uuid
 from unittest import mock
 
@@ -24,12 +25,15 @@ from grpc_status import rpc_status
 from nova.compute import power_state
 from nova.conf import CONF
 from nova.network import model as network_model
+from oslo_context import context as oslo_context
 
 from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_backend import correlation
 from dpm_backend import errors
 from dpm_frontend import client as client_mod
 from dpm_frontend import driver as driver_mod
 from dpm_frontend import translate
+from nova import context as nova_context
 from nova import exception
 from nova import objects
 from nova.virt import driver
@@ -857,3 +861,121 @@ def test_an_unknown_power_state_is_nostate_with_a_warning(caplog):
         assert translate.power_state_of(info(make_instance())) == power_state.RUNNING
         assert translate.power_state_of(pb.InstanceInfo()) == power_state.NOSTATE
     assert caplog.records == []
+
+
+# -- request ids: Nova's sent with each call, the backend's named in failures --
+
+REQUEST_ID_KEY = 'x-openstack-request-id'
+BACKEND_REQUEST_ID = 'req-0f1e2d3c-4b5a-4968-8776-655443322110'
+
+
+def sent_request_ids(recorder) -> list:
+    return [dict(metadata).get(REQUEST_ID_KEY) for _, _, metadata in recorder.calls]
+
+
+def test_each_call_carries_the_request_id_of_novas_current_context(harness):
+    drv, backend, recorder, pool = harness
+    instance = make_instance()
+
+    def operation():
+        # Nova makes a RequestContext current for each operation it handles.
+        context = nova_context.RequestContext('user', 'project', is_admin=False)
+        drv.get_info(instance)
+        return context.request_id
+
+    future = pool.submit(operation)
+    backend.answer('GetInstanceInfo', pb.GetInstanceInfoResponse(info=info(instance)))
+    request_id = future.result(5)
+    assert request_id.startswith('req-')
+    assert sent_request_ids(recorder) == [request_id]
+    assert ('authorization', 'Bearer s3cr3t-token') in recorder.calls[0][2]
+
+
+def test_the_context_nova_passes_wins_and_every_retry_carries_it(harness):
+    drv, backend, recorder, pool = harness
+    instance = make_instance()
+
+    def operation():
+        current = nova_context.RequestContext('user', 'project', is_admin=False)
+        passed = nova_context.get_admin_context()  # as for a periodic task: not current
+        drv.power_on(passed, instance, None)
+        return current.request_id, passed.request_id
+
+    future = pool.submit(operation)
+    backend.answer('PowerOn', error=unavailable())
+    backend.answer('PowerOn', pb.PowerOnResponse())
+    current, passed = future.result(5)
+    assert current != passed
+    assert sent_request_ids(recorder) == [passed, passed]
+
+
+def test_no_request_id_is_sent_without_a_context_or_a_well_formed_one(harness):
+    drv, backend, recorder, _ = harness
+
+    def operation(request_id):
+        if request_id is not None:
+            nova_context.RequestContext(is_admin=False, request_id=request_id)
+        else:
+            assert oslo_context.get_current() is None
+        return drv.list_instance_uuids()
+
+    hostile = [
+        None,
+        BACKEND_REQUEST_ID + '\r\nx-forged: 1',
+        '\x1b[31m' + BACKEND_REQUEST_ID,
+        'req-' + 'a' * 100,
+        BACKEND_REQUEST_ID.upper(),
+    ]
+    for request_id in hostile:
+        # A fresh thread each: no context left current by the one before.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as fresh:
+            future = fresh.submit(operation, request_id)
+            backend.answer('ListInstances', pb.ListInstancesResponse())
+            assert future.result(5) == []
+    assert sent_request_ids(recorder) == [None] * len(hostile)
+    # The call itself goes out, token and all.
+    assert all(('authorization', 'Bearer s3cr3t-token') in m for _, _, m in recorder.calls)
+
+
+def test_a_failure_names_the_request_id_the_backend_logged_it_under(caplog):
+    def refused(method, request, timeout):
+        with correlation.bound(BACKEND_REQUEST_ID):
+            raise FailedCall(errors.capacity_exceeded(HOST, 'only 1 IFL left').to_status())
+
+    drv, _ = scripted_driver(refused)
+    with (
+        caplog.at_level('DEBUG', logger='dpm_frontend.client'),
+        pytest.raises(exception.ComputeResourcesUnavailable) as caught,
+    ):
+        drv.prepare_for_spawn(make_instance())
+    assert f'only 1 IFL left (backend request {BACKEND_REQUEST_ID})' in str(caught.value)
+    (record,) = [r for r in caplog.records if r.name == 'dpm_frontend.client']
+    assert BACKEND_REQUEST_ID in record.getMessage()
+
+
+def test_the_request_id_in_the_trailers_is_named_and_a_malformed_one_is_not():
+    def unavailable_with(request_id):
+        status = types.SimpleNamespace(
+            code=grpc.StatusCode.UNAVAILABLE,
+            details='the backend is stopping',
+            trailing_metadata=((REQUEST_ID_KEY, request_id),),
+        )
+        return FailedCall(status)
+
+    for request_id, named in (
+        (BACKEND_REQUEST_ID, True),
+        (BACKEND_REQUEST_ID + ' [forged]', False),
+        ('req-%(details)s', False),
+    ):
+        failure = client_mod.BackendFailure(unavailable_with(request_id))
+        assert failure.request_id == (BACKEND_REQUEST_ID if named else None)
+        assert ('(backend request' in failure.message) is named
+        assert 'forged' not in failure.message and '%(' not in failure.message
+
+
+def test_the_request_id_of_a_context_is_taken_only_in_novas_form():
+    good = types.SimpleNamespace(request_id=BACKEND_REQUEST_ID)
+    assert client_mod.request_id_of(good) == BACKEND_REQUEST_ID
+    for bad in ('', 'req-1', BACKEND_REQUEST_ID + '\n', 'a' * 64, 42, None):
+        assert client_mod.request_id_of(types.SimpleNamespace(request_id=bad)) is None
+    assert client_mod.request_id_of(object()) is None
