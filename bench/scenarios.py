@@ -799,7 +799,8 @@ def _inproc_steps(running, host: str, nics: int):
         ('power_off', call('PowerOff', pb.PowerOffRequest(**ids))),
         ('power_on', call('PowerOn', pb.PowerOnRequest(**ids))),
         ('reboot', call('Reboot', pb.RebootRequest(**ids))),
-        ('destroy', call('Destroy', pb.DestroyRequest(**ids))),
+        # As the driver sends it for an instance it prepared: its WWPNs are stored.
+        ('destroy', call('Destroy', pb.DestroyRequest(**ids, wwpns_known=True))),
     ]
 
 

@@ -368,23 +368,28 @@ def spawn(call: Call, host: Host, spec: SpawnSpec) -> tuple[Info, str]:
     return info_of(call, host, spec.instance_uuid, partition), value
 
 
-def destroy(call: Call, host: Host, instance_uuid: str) -> bool:
+def destroy(
+    call: Call, host: Host, instance_uuid: str, read_wwpns: bool = True
+) -> tuple[bool, list[str]]:
     """Stop and delete the partition (NICs and vHBAs go with it) and its storage group.
 
-    False if there was nothing left to delete. The storage group is looked
-    for even when the partition is gone: a destroy that failed between the
-    two deletes converges on its retry.
+    Returns whether anything was left to delete, and (if ``read_wwpns``) the
+    WWPNs of the initiators it deleted, read before they go: Nova asks for
+    the volume connector after destroy, and a caller that never asked for
+    it before (an instance the original nova-dpm created) has them from
+    here only. The storage group is looked for even when the partition is
+    gone: a destroy that failed between the two deletes converges on its retry.
     """
     path = storage.for_cpc(host.facts(call))
     partition = host.find_partition(call, instance_uuid)
     if partition is not None:
         power.ensure_stopped(call, partition)
-    found = path.release(call, host, instance_uuid, partition)
+    released = path.release(call, host, instance_uuid, partition, read_wwpns)
     if partition is not None:
         _delete_partition(call, host, partition)
         LOG.info('Deleted partition %s', partition.properties.get('name'))
-    removed = path.remove(call, host, instance_uuid, found)
-    return partition is not None or removed
+    removed = path.remove(call, host, instance_uuid, released.found)
+    return partition is not None or removed, released.wwpns
 
 
 def attach_volume(call: Call, host: Host, instance_uuid: str, volume: BootVolume) -> None:

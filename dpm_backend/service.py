@@ -426,13 +426,16 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         )
 
     def Destroy(self, request, context):
+        def run(call, host, instance_uuid):
+            return instance.destroy(call, host, instance_uuid, not request.wwpns_known)
+
         return self._simple(
             request,
             context,
             'destroy',
             pb.DestroyResponse,
-            instance.destroy,
-            lambda existed: pb.DestroyResponse(existed=existed),
+            run,
+            lambda done: pb.DestroyResponse(existed=done[0], wwpns=done[1]),
         )
 
     def PowerOff(self, request, context):

@@ -374,13 +374,25 @@ class DPMDriver(driver.ComputeDriver):
     # -- instances: lifecycle -------------------------------------------
 
     def _destroy(self, instance, context=None) -> bool:
+        """Destroy the partition; keep the WWPNs it had if none were stored.
+
+        Nova asks for the volume connector after destroy (to end the volume
+        connections), when the HMC no longer knows the WWPNs. An instance
+        whose connector was never asked for here (one the original nova-dpm
+        created) has none stored: Destroy reads them before it deletes, and
+        they are stored before returning. Stored ones are kept, also when a
+        retried Destroy finds nothing left.
+        """
+        known = translate.stored_wwpns(instance) is not None
         reply = self._call(
             'Destroy',
-            pb.DestroyRequest(**self._ids(instance)),
+            pb.DestroyRequest(**self._ids(instance), wwpns_known=known),
             CONF.dpm.power_deadline,
             instance=instance,
             context=context,
         )
+        if not known and reply.wwpns:
+            self._store_wwpns(instance, list(reply.wwpns))
         return reply.existed
 
     def destroy(
@@ -392,8 +404,8 @@ class DPMDriver(driver.ComputeDriver):
         destroy_disks=True,
         destroy_secrets=True,
     ):
-        # The WWPNs stay in system_metadata: Nova asks for the connector
-        # after this to detach the volumes.
+        # The WWPNs stay in (or are now stored into) system_metadata: Nova
+        # asks for the connector after this to end the volume connections.
         if not self._destroy(instance, context):
             LOG.info('Partition already gone', instance=instance)
 

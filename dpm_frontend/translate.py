@@ -17,8 +17,10 @@ from nova import exception
 LOG = logging.getLogger(__name__)
 
 FIBRE_CHANNEL = 'fibre_channel'
-# instance.system_metadata key holding the vHBA WWPNs: Nova asks for the volume
-# connector after destroy, when the HMC no longer knows them.
+# instance.system_metadata key holding the initiator WWPNs (vHBAs or storage
+# group): Nova asks for the volume connector after destroy, when the HMC no
+# longer knows them. Stored by prepare, the first connector, or, for an
+# instance without them (created by the original nova-dpm), by destroy.
 WWPNS_KEY = 'dpm_wwpns'
 
 POWER_STATES = {

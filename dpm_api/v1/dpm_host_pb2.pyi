@@ -283,18 +283,22 @@ class SpawnResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[InstanceInfo, _Mapping]] = ..., boot_os_specific_parameters: _Optional[str] = ...) -> None: ...
 
 class DestroyRequest(_message.Message):
-    __slots__ = ("host", "instance_uuid")
+    __slots__ = ("host", "instance_uuid", "wwpns_known")
     HOST_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
+    WWPNS_KNOWN_FIELD_NUMBER: _ClassVar[int]
     host: str
     instance_uuid: str
-    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ...) -> None: ...
+    wwpns_known: bool
+    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., wwpns_known: _Optional[bool] = ...) -> None: ...
 
 class DestroyResponse(_message.Message):
-    __slots__ = ("existed",)
+    __slots__ = ("existed", "wwpns")
     EXISTED_FIELD_NUMBER: _ClassVar[int]
+    WWPNS_FIELD_NUMBER: _ClassVar[int]
     existed: bool
-    def __init__(self, existed: _Optional[bool] = ...) -> None: ...
+    wwpns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, existed: _Optional[bool] = ..., wwpns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PowerOffRequest(_message.Message):
     __slots__ = ("host", "instance_uuid")

@@ -258,7 +258,9 @@ class DPMHostServicer:
 
     def Destroy(self, request, context):
         """Destroy stops and deletes the partition with its NICs and vHBAs, and
-        on a storage-group CPC detaches and deletes its storage group.
+        on a storage-group CPC detaches and deletes its storage group. It
+        returns the initiator WWPNs it removed (read before the deletes), which
+        Nova needs for the volume connector after destroy.
         Idempotent: succeeds when the partition is already gone. Codes:
         INVALID_ARGUMENT, NOT_FOUND (unknown host), FAILED_PRECONDITION
         (partition state), UNAVAILABLE, DEADLINE_EXCEEDED.

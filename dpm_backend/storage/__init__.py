@@ -14,6 +14,7 @@ one it has.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import zhmcclient
@@ -24,6 +25,14 @@ from dpm_backend.host import Host
 from dpm_backend.storage.undo import Undo
 from dpm_backend.validation import BootVolume
 from dpm_backend.validation import SpawnSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Released:
+    """What release() found (for remove()) and the initiators' WWPNs it read."""
+
+    found: object = None
+    wwpns: list[str] = dataclasses.field(default_factory=list)
 
 
 class StoragePath(Protocol):
@@ -62,11 +71,18 @@ class StoragePath(Protocol):
         """Take a data volume away; False if it was not there."""
 
     def release(
-        self, call: Call, host: Host, instance_uuid: str, partition: zhmcclient.Partition | None
-    ) -> object:
+        self,
+        call: Call,
+        host: Host,
+        instance_uuid: str,
+        partition: zhmcclient.Partition | None,
+        read_wwpns: bool,
+    ) -> Released:
         """Before the (stopped) partition is deleted: what must leave it first.
 
-        Returns what it found, for remove() (no second look-up).
+        Returns what it found, for remove() (no second look-up), and, if
+        ``read_wwpns``, the WWPNs of the initiators about to go (read before
+        anything is detached or deleted: afterwards the HMC no longer knows them).
         """
 
     def remove(self, call: Call, host: Host, instance_uuid: str, found: object = None) -> bool:

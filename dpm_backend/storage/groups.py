@@ -51,6 +51,7 @@ from dpm_backend import naming
 from dpm_backend import wwpn
 from dpm_backend.call import Call
 from dpm_backend.host import Host
+from dpm_backend.storage import Released
 from dpm_backend.storage.undo import Undo
 from dpm_backend.validation import BootVolume
 from dpm_backend.validation import SpawnSpec
@@ -416,18 +417,25 @@ class StorageGroupPath:
         LOG.info('Deleted storage volume %s of %s', volume.name, group.name)
         return True
 
-    def release(self, call: Call, host: Host, instance_uuid: str, partition):
+    def release(
+        self, call: Call, host: Host, instance_uuid: str, partition, read_wwpns: bool
+    ) -> Released:
         """Detach the group from the stopped partition (Delete Partition refuses otherwise).
 
-        Returns the group it found, for remove() (one List Storage Groups).
+        Returns the group it found, for remove() (one List Storage Groups),
+        and, if asked, its WWPNs, read before the detach (whether DPM keeps
+        them with the group after a detach is not documented); also when
+        the partition is gone already but the group is not.
         """
         group = find_group(call, host, instance_uuid)
-        if partition is None or group is None:
-            return group
-        call.dialect.complete(partition, ('storage-group-uris',))
-        if group.uri in (partition.properties.get('storage-group-uris') or []):
-            partition.detach_storage_group(group)
-        return group
+        if group is None:
+            return Released()
+        wwpns = _wwpns_now(group) if read_wwpns else []
+        if partition is not None:
+            call.dialect.complete(partition, ('storage-group-uris',))
+            if group.uri in (partition.properties.get('storage-group-uris') or []):
+                partition.detach_storage_group(group)
+        return Released(group, wwpns)
 
     def remove(self, call: Call, host: Host, instance_uuid: str, found=None) -> bool:
         group = found if found is not None else find_group(call, host, instance_uuid)

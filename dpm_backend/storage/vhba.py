@@ -17,6 +17,7 @@ from dpm_backend import errors
 from dpm_backend import naming
 from dpm_backend.call import Call
 from dpm_backend.host import Host
+from dpm_backend.storage import Released
 from dpm_backend.storage.undo import Undo
 from dpm_backend.validation import BootVolume
 from dpm_backend.validation import SpawnSpec
@@ -99,8 +100,18 @@ class VhbaPath:
     def detach_volume(self, call: Call, host: Host, instance_uuid: str, volume_id: str) -> bool:
         return False
 
-    def release(self, call: Call, host: Host, instance_uuid: str, partition) -> None:
-        """The vHBAs are deleted with the partition."""
+    def release(
+        self, call: Call, host: Host, instance_uuid: str, partition, read_wwpns: bool
+    ) -> Released:
+        """Nothing to do: the vHBAs are deleted with the partition.
+
+        Their WWPNs, if asked for: every vHBA of the partition, as the
+        connector answers them (a vHBA's WWPN is in no list: one GET each,
+        after the partition's ``hba-uris``).
+        """
+        if partition is None or not read_wwpns:
+            return Released()
+        return Released(wwpns=_wwpns(_hbas_by_name(call, partition)))
 
     def remove(self, call: Call, host: Host, instance_uuid: str, found=None) -> bool:
         return False

@@ -9,6 +9,7 @@ from dpmtest import INVENTORY
 from dpmtest import HostSpec
 from dpmtest import boot_volume
 from dpmtest import flavor
+from dpmtest import hmc_error
 from dpmtest import new_uuid
 from dpmtest import nic
 from dpmtest import rejected
@@ -105,11 +106,49 @@ def test_a_server_boots_from_its_storage_group_and_destroy_leaves_nothing(sg):
     ids = {'host': HOST, 'instance_uuid': instance_uuid}
     sg.stub.PowerOff(pb.PowerOffRequest(**ids), timeout=T)
     assert sg.stub.PowerOn(pb.PowerOnRequest(**ids), timeout=T).info.partition_status == 'active'
-    assert sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T).existed
+    destroyed = sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T)
+    # The group's WWPNs, read before its detach: Nova's connector after destroy.
+    assert (destroyed.existed, list(destroyed.wwpns)) == (True, sorted(prepared.wwpns))
     assert name not in groups(sg)
     assert name not in {p.name for p in sg.cpc('z14').partitions.list()}
-    assert sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T).existed is False
+    again = sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T)
+    assert (again.existed, list(again.wwpns)) == (False, [])
     assert rejected(sg.sim.requests()) == []
+
+
+def test_a_destroy_retried_after_the_partition_went_returns_the_groups_wwpns(backend_factory):
+    """A destroy that failed between the partition's delete and the group's: its retry
+    deletes the group and returns the WWPNs the group still holds."""
+    fail_group_delete = FailOnce(
+        lambda m, uri: uri.startswith('/api/storage-groups/') and uri.endswith('/operations/delete')
+    )
+    sg = backend_factory([_host()], interceptors=[fail_group_delete])
+    instance_uuid = new_uuid()
+    name = naming.partition_name(HOST, instance_uuid)
+    prepared, _, _ = spawn(sg, instance_uuid)
+    ids = {'host': HOST, 'instance_uuid': instance_uuid}
+    fail_group_delete.armed = True
+    with pytest.raises(grpc.RpcError):
+        sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T)
+    assert name not in {p.name for p in sg.cpc('z14').partitions.list()}
+    assert name in groups(sg)
+    reply = sg.stub.Destroy(pb.DestroyRequest(**ids), timeout=T)
+    assert (reply.existed, list(reply.wwpns)) == (True, sorted(prepared.wwpns))
+    assert name not in groups(sg)
+
+
+class FailOnce:
+    """Interceptor: once armed, the first request ``matches`` accepts fails (HTTP 503)."""
+
+    def __init__(self, matches) -> None:
+        self.matches = matches
+        self.armed = False
+
+    def __call__(self, method, uri, proceed):
+        if self.armed and self.matches(method, uri):
+            self.armed = False
+            raise hmc_error(503, 0, method, uri)
+        return proceed()
 
 
 def test_data_volumes_are_storage_volumes_added_and_removed(sg):

@@ -236,8 +236,12 @@ def retry_problems(h: Harness, wwpns, want, operation: str, where: str) -> list[
     problems = []
     reply = OPERATIONS[operation][1](h, wwpns)
     if operation == 'destroy':
-        # The first call may have deleted it before its reply was lost.
-        reply = pb.DestroyResponse(existed=True)
+        # The first call may have deleted it before its reply was lost: the
+        # retry then finds nothing, and has no WWPNs left to return.
+        wwpns = list(want_reply.wwpns)
+        if (reply.existed, list(reply.wwpns)) not in ((True, wwpns), (False, [])):
+            problems.append(f'{where}: retry replied {reply} (want the WWPNs {wwpns} or nothing)')
+        reply = want_reply
     cmdline = getattr(reply, 'boot_os_specific_parameters', None)
     written = [p.properties['boot-os-specific-parameters'] for p in find_partitions(h.hmc, NAME)]
     if cmdline is not None and [cmdline] != written:

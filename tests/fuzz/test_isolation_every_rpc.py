@@ -116,6 +116,8 @@ def test_every_rpc_of_other_hosts_leaves_what_is_not_theirs_untouched(running, v
         for target in targets:
             for method, request in requests_aimed_at(host, target, victim_wwpns, victim_port):
                 calls += 1
+                # What Destroy deletes must be checked against what was there.
+                initiators = own_initiators(running.hmc, host, target)
                 running.log.clear()
                 try:
                     reply = getattr(running.stub, method)(request, timeout=T)
@@ -127,7 +129,7 @@ def test_every_rpc_of_other_hosts_leaves_what_is_not_theirs_untouched(running, v
                         assert running.log.requests == [], (host, method)
                     continue
                 assert host in ('cpc1', 'z14host'), (host, method)
-                check_reply(running.hmc, method, reply, host, target, cpc10_names)
+                check_reply(running.hmc, method, reply, host, target, cpc10_names, initiators)
                 # Whatever the call did, it did to its own partitions only.
                 exclude = own_names(running.hmc, 'cpc1') | own_names(running.hmc, 'z14host')
                 assert snapshot(running.hmc, exclude) == {
@@ -146,8 +148,37 @@ def test_every_rpc_of_other_hosts_leaves_what_is_not_theirs_untouched(running, v
     assert {n for n in NOT_OPENSTACK} <= {v[0]['name'] for v in before.values()}
 
 
-def check_reply(hmc, method, reply, host, target, victim_names) -> None:
-    """A successful reply only ever describes the calling host's own partitions."""
+def own_initiators(hmc, host: str, target: str) -> list[str] | None:
+    """The WWPNs of the caller's own instance ``target``: its vHBAs' and those of the
+    storage group named as its partition; None if it has neither."""
+    name = naming.partition_name(host, target)
+    own = find_partitions(hmc, name)
+    assert len(own) <= 1, name
+    groups = [
+        g
+        for g in hmc.consoles.lookup_by_oid(None).storage_groups.list()
+        if g.properties['name'] == name
+    ]
+    if not own and not groups:
+        return None
+    initiators = [h.properties['wwpn'].lower() for p in own for h in p.hbas.list()]
+    for group in groups:
+        initiators += [
+            entry['world-wide-port-name']
+            for entry in group.properties['unassigned-world-wide-port-names']
+        ]
+        initiators += [
+            vsr.properties['world-wide-port-name'] for vsr in group.virtual_storage_resources.list()
+        ]
+    return initiators
+
+
+def check_reply(hmc, method, reply, host, target, victim_names, initiators_before) -> None:
+    """A successful reply only ever describes the calling host's own partitions.
+
+    ``initiators_before``: the caller's own WWPNs for ``target`` before the call
+    (Destroy answers those it deleted).
+    """
     own_prefix = naming.partition_name_prefix(host)
     infos = []
     if method == 'ListInstances':
@@ -158,22 +189,13 @@ def check_reply(hmc, method, reply, host, target, victim_names) -> None:
         assert info.partition_name.startswith(own_prefix), (method, info.partition_name)
         assert info.partition_name not in victim_names
     if getattr(reply, 'wwpns', None):
-        # (The mock numbers WWPNs per partition, so compare with the own vHBAs.)
-        name = naming.partition_name(host, target)
-        own = [p for p in find_partitions(hmc, name)]
-        assert len(own) == 1, method
-        initiators = [h.properties['wwpn'].lower() for h in own[0].hbas.list()]
-        # On a storage-group CPC: the WWPNs of the storage group named as the partition.
-        for group in hmc.consoles.lookup_by_oid(None).storage_groups.list():
-            if group.properties['name'] == name:
-                initiators += [
-                    entry['world-wide-port-name']
-                    for entry in group.properties['unassigned-world-wide-port-names']
-                ]
-                initiators += [
-                    vsr.properties['world-wide-port-name']
-                    for vsr in group.virtual_storage_resources.list()
-                ]
+        # (The mock numbers WWPNs per partition, so compare with the own ones.)
+        if method == 'Destroy':
+            initiators = initiators_before
+        else:
+            initiators = own_initiators(hmc, host, target)
+            assert find_partitions(hmc, naming.partition_name(host, target)), method
+        assert initiators is not None, method
         assert sorted(reply.wwpns) == sorted(initiators), method
     if method == 'GetHostStatus':
         assert reply.status.host == host

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+import original_nova_dpm as original
 from dpmtest import DEFAULT_PROFILE
 from dpmtest import INVENTORY
 from dpmtest import HostSpec
@@ -36,6 +37,9 @@ from dpm_backend import boot
 from dpm_backend import correlation
 from dpm_backend import naming
 from dpm_backend.server import Backend
+from dpm_frontend import translate
+from nova import context as nova_context
+from nova import objects
 
 HOST = 'compute'
 VOLUME = '9a1f5b3c-2d4e-4f60-8a7b-1c2d3e4f5a6b'
@@ -138,6 +142,7 @@ class _DPMTestBase(integrated_helpers._IntegratedTestBase):
             api_paste_config=os.path.join(sys.prefix, 'etc', 'nova', 'api-paste.ini'),
             group='wsgi',
         )
+        self.before_nova()
         super().setUp()
         self.cinder = self.useFixture(FCCinderFixture(self))
         self.glance.create(
@@ -154,6 +159,10 @@ class _DPMTestBase(integrated_helpers._IntegratedTestBase):
         self.flavor = self.admin_api.post_flavor(
             {'flavor': {'name': 'dpm.small', 'ram': 2048, 'vcpus': 2, 'disk': 0}}
         )['id']
+
+    def before_nova(self) -> None:
+        """What a test needs before Nova's fixtures (wsgi_intercept, which breaks
+        new HTTPS connections of zhmcclient) are in place."""
 
     def hmc_partitions(self) -> dict:
         cpc = self.served.sim.hmc.cpcs.lookup_by_oid(INVENTORY[self.CPC])
@@ -577,3 +586,75 @@ class DPMStorageGroupVolumesTest(_StorageGroupTestBase):
         (attachment,) = self.cinder.volume_to_attachment[DATA_VOLUME].values()
         self.assert_connector(attachment['connector'], server, self.group_wwpns(group))
         self.assert_detach_then_delete(server, name, group, boot_sv, before)
+
+
+class DPMAdoptedServerTest(_DPMTestBase):
+    """Upgrade in place: a server whose partition the original nova-dpm created.
+
+    The original kept no WWPNs with the instance (only in its process's memory),
+    so this driver has none stored for it; a volume attached the legacy way (no
+    Cinder attachment id) makes Nova ask for the connector after destroy, to
+    end the volume connection (terminate_connection).
+    """
+
+    def before_nova(self) -> None:
+        # The original's HMC session, connected before wsgi_intercept replaces
+        # urllib3's connection class (its replacement refuses zhmcclient's
+        # HTTPS arguments); its connection is kept and reused.
+        self.hmc_client = self.enterContext(original.logged_on(self.served))
+        self.hmc_client.query_api_version()
+
+    def adopt(self, server: dict) -> str:
+        """Replace the server's partition by the original's, and forget its WWPNs."""
+        name = naming.partition_name(HOST, server['id'])
+        client = self.hmc_client
+        cpc = client.cpcs.find(**{'object-id': INVENTORY[self.CPC]})
+        partition = cpc.partitions.find(name=name)
+        partition.stop()
+        partition.delete()
+        original.build(
+            client,
+            INVENTORY[self.CPC],
+            HOST,
+            server['id'],
+            vcpus=2,
+            memory_mb=2048,
+            adapter_ports=[(a, 0) for a in INVENTORY[self.ADAPTERS]],
+            ports=[],
+            boot=original.Boot(TARGET, LUN),
+        )
+        ctxt = nova_context.get_admin_context()
+        instance = objects.Instance.get_by_uuid(
+            ctxt, server['id'], expected_attrs=['system_metadata']
+        )
+        del instance.system_metadata[translate.WWPNS_KEY]
+        instance.save()
+        bdm = objects.BlockDeviceMapping.get_by_volume_and_instance(ctxt, VOLUME, server['id'])
+        bdm.attachment_id = None
+        bdm.save()
+        # The requests above were the original's and this test's, not the driver's.
+        self.served.sim.clear_requests()
+        return name
+
+    def test_delete_ends_the_volume_connection_with_the_wwpns_destroy_returned(self):
+        server = self.api.post_server({'server': self.server_body([])})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        name = self.adopt(server)
+        wwpns = sorted(
+            h.properties['wwpn'].lower() for h in self.hmc_partitions()[name].hbas.list()
+        )
+        self.assertEqual(len(INVENTORY[self.ADAPTERS]), len(wwpns))
+        ended = []
+
+        def terminate_connection(_api, _context, volume_id, connector):
+            ended.append((volume_id, connector, name in self.hmc_partitions()))
+
+        self.stub_out('nova.volume.cinder.API.terminate_connection', terminate_connection)
+        self.stub_out('nova.volume.cinder.API.detach', lambda *args, **kwargs: None)
+
+        self._delete_server(server)
+        # Nova asked for the connector after the partition (and its vHBAs) was
+        # deleted, and got the WWPNs Destroy read before deleting them.
+        self.assertEqual([(VOLUME, {'wwpns': wwpns, 'host': server['id']}, False)], ended)
+        self.assertNotIn(name, self.hmc_partitions())
+        self.assertEqual([], rejected(self.served.sim.requests()))

@@ -307,6 +307,54 @@ def test_prepare_for_spawn_creates_the_partition_and_persists_the_wwpns(harness)
     assert len(recorder.calls) == 1
 
 
+def test_destroy_of_an_instance_without_wwpns_stores_those_destroy_returns(harness):
+    """An instance the original nova-dpm created never had its connector asked for here."""
+    drv, backend, recorder, pool = harness
+    instance = make_instance()
+    with mock.patch.object(objects.Instance, 'save') as save:
+        future = pool.submit(drv.destroy, None, instance, [])
+        request = backend.answer('Destroy', pb.DestroyResponse(existed=True, wwpns=WWPNS))
+        future.result(5)
+        assert (request.instance_uuid, request.wwpns_known) == (instance.uuid, False)
+        assert recorder.calls[0][1] == CONF.dpm.power_deadline
+        assert instance.system_metadata[translate.WWPNS_KEY] == ','.join(WWPNS)
+        save.assert_called_once_with()
+        # After destroy Nova asks for the connector: answered without a call.
+        assert drv.get_volume_connector(instance) == {'wwpns': WWPNS, 'host': instance.uuid}
+        assert [c[0] for c in recorder.calls] == ['Destroy']
+        # A retried destroy (partition gone, nothing returned) keeps what was stored.
+        future = pool.submit(drv.destroy, None, instance, [])
+        request = backend.answer('Destroy', pb.DestroyResponse(existed=False))
+        future.result(5)
+        assert request.wwpns_known is True
+        assert drv.get_volume_connector(instance)['wwpns'] == WWPNS
+        save.assert_called_once_with()
+
+
+def test_destroy_does_not_ask_for_wwpns_the_instance_holds(harness):
+    drv, backend, _, pool = harness
+    instance = make_instance(wwpns=WWPNS)
+    with mock.patch.object(objects.Instance, 'save') as save:
+        future = pool.submit(drv.destroy, None, instance, [])
+        request = backend.answer('Destroy', pb.DestroyResponse(existed=True))
+        future.result(5)
+        assert request.wwpns_known is True
+        assert instance.system_metadata[translate.WWPNS_KEY] == ','.join(WWPNS)
+        save.assert_not_called()
+
+
+def test_destroy_that_finds_nothing_stores_nothing(harness):
+    """A retried destroy without stored WWPNs: nothing to keep, the connector stays unknown."""
+    drv, backend, _, pool = harness
+    instance = make_instance()
+    with mock.patch.object(objects.Instance, 'save') as save:
+        future = pool.submit(drv.destroy, None, instance, [])
+        backend.answer('Destroy', pb.DestroyResponse(existed=False))
+        future.result(5)
+        assert translate.WWPNS_KEY not in instance.system_metadata
+        save.assert_not_called()
+
+
 @pytest.mark.parametrize(
     ('error', 'nova_error'),
     [
