@@ -112,6 +112,11 @@ def host_driver(host: str):
         def _host(self) -> str:
             return host
 
+        @property
+        def _node_uuid(self) -> str:
+            # Each nova-compute keeps its own $state_path/compute_id; one per host here.
+            return str(uuid.uuid5(uuid.NAMESPACE_URL, f'nova-compute/{host}'))
+
     return HostDriver(fake.FakeVirtAPI())
 
 

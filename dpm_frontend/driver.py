@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import uuid
 
 import os_resource_classes as orc
 from nova.conf import CONF
@@ -30,13 +29,11 @@ from nova import exception
 from nova import objects
 from nova.virt import driver
 from nova.virt import hardware
+from nova.virt import node as virt_node
 
 LOG = logging.getLogger(__name__)
 dpm_conf.register_opts(CONF)
 
-# Node uuids are derived from the host name: stable across restarts of
-# nova-compute and of the backend, distinct per host.
-NODE_NAMESPACE = uuid.UUID('7d3c5e8a-2f4b-4c1d-9e6a-0b1c2d3e4f50')
 # How long a host status read by get_available_resource is reused by the
 # update_provider_tree call of the same resource-tracker pass.
 STATUS_REUSE_SECONDS = 10
@@ -72,6 +69,7 @@ class DPMDriver(driver.ComputeDriver):
         self._client: client_mod.BackendClient | None = None
         self._client_lock = threading.Lock()
         self._status: tuple[float, pb.HostStatus] | None = None
+        self._node: str | None = None
 
     # -- plumbing ---------------------------------------------------------
 
@@ -121,7 +119,16 @@ class DPMDriver(driver.ComputeDriver):
 
     @property
     def _node_uuid(self) -> str:
-        return str(uuid.uuid5(NODE_NAMESPACE, self._host))
+        """Nova's own identity of this compute node ($state_path/compute_id), as libvirt's.
+
+        Nova writes it from the database on the first start after an upgrade
+        (so a host the original nova-dpm served keeps its compute node record)
+        and creates it on a new host; it is stable across restarts. Read once
+        per driver, as libvirt's driver does.
+        """
+        if self._node is None:
+            self._node = virt_node.get_local_node_uuid()
+        return self._node
 
     # -- host -------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 
 import fixtures
-import pytest
 from nova.compute import resource_tracker
 
 from dpm_frontend import driver as driver_mod
@@ -25,15 +24,18 @@ HOST = 'cpc1'
 
 
 class UpgradedHostTest(test.TestCase):
-    @pytest.mark.xfail(
-        strict=True,
-        reason='the driver reports a node uuid derived from the host name, not the one '
-        "Nova keeps for the host: the resource tracker's create of a second record fails "
-        '(InvalidConfiguration: Duplicate compute node record found)',
-    )
+    # Nova's real node identity files, in a temporary state_path.
+    STUB_COMPUTE_ID = False
+
+    def setUp(self):
+        super().setUp()
+        self.state_path = self.useFixture(fixtures.TempDir()).path
+        self.flags(host=HOST, state_path=self.state_path, config_file=[])
+        virt_node.LOCAL_NODE_UUID = None
+        self.addCleanup(setattr, virt_node, 'LOCAL_NODE_UUID', None)
+
     def test_the_resource_tracker_finds_the_compute_node_the_original_left(self):
         ctxt = context.get_admin_context()
-        self.flags(host=HOST, state_path=self.useFixture(fixtures.TempDir()).path)
         service = objects.Service(ctxt, host=HOST, binary='nova-compute', topic='compute')
         service.create()
         existing = objects.ComputeNode(
@@ -76,3 +78,10 @@ class UpgradedHostTest(test.TestCase):
         # No new record: the existing one is the host's node.
         assert tracker._init_compute_node(ctxt, resources) is False
         assert tracker.compute_nodes[HOST].uuid == existing.uuid
+
+    def test_a_new_host_gets_a_node_identity_that_a_restarted_driver_keeps(self):
+        (node_uuid,) = driver_mod.DPMDriver(fake.FakeVirtAPI()).get_nodenames_by_uuid()
+        with open(f'{self.state_path}/compute_id') as stream:
+            assert stream.read().strip() == node_uuid
+        virt_node.LOCAL_NODE_UUID = None  # a new nova-compute process
+        assert driver_mod.DPMDriver(fake.FakeVirtAPI()).get_nodenames_by_uuid() == {node_uuid: HOST}
