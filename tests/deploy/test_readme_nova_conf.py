@@ -34,4 +34,4 @@ def test_the_nova_conf_block_parses_to_plain_values(tmp_path):
         'dpm.DPMDriver',
         'threading',
     )
-    assert conf.dpm.backend == 'unix:/run/dpm-backend/dpm-backend.sock'
+    assert conf.dpm.backend == 'unix:/run/dpm-backend/hmc1/dpm-backend.sock'
