@@ -75,6 +75,27 @@ demo: venv
 bench: venv
 	OS_NOVA_DISABLE_EVENTLET_PATCHING=1 $(BIN)/python -m bench
 
+# The backend host: a venv of its own at PREFIX with the pinned runtime closure
+# (requirements.txt) and this project's wheel, plus the unit, the sample configs and
+# the README. A venv records its own path, so it is built where it will run (no DESTDIR).
+# The installed unit names PREFIX in ExecStart= and Documentation=.
+PREFIX ?= /opt/dpm-backend
+UNIT := deploy/dpm-backend@.service
+PIP_INSTALL = $(PREFIX)/bin/pip install --quiet --disable-pip-version-check
+
+.PHONY: install  ## Install dpm-backend for systemd into a venv at PREFIX (default /opt/dpm-backend)
+install:
+	umask 022 && \
+	$(PYTHON) -m venv $(PREFIX) && \
+	$(PIP_INSTALL) --requirement requirements.txt && \
+	$(PIP_INSTALL) --no-deps --force-reinstall . && \
+	rm -rf build *.egg-info && \
+	install -d $(PREFIX)/share/dpm-backend $(PREFIX)/share/doc/dpm-backend && \
+	sed 's|/opt/dpm-backend/|$(PREFIX)/|g' $(UNIT) > $(PREFIX)/share/dpm-backend/$(notdir $(UNIT)) && \
+	install -m 0644 deploy/dpm-backend.conf.sample deploy/dpm-backend-example.conf \
+	  $(PREFIX)/share/dpm-backend/ && \
+	install -m 0644 README.md $(PREFIX)/share/doc/dpm-backend/
+
 .PHONY: install-guest-tools  ## Install the guest image tools into DESTDIR (default /)
 install-guest-tools:
 	bash guest_tools/install.sh "$(DESTDIR)"

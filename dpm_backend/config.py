@@ -42,6 +42,10 @@ LOG_CONTEXT_FORMAT = (
     '%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s [%(request_id)s] '
     '%(instance)s%(message)s'
 )
+
+# The unix socket: in the runtime directory systemd gives each instance, else here.
+SOCKET_NAME = 'dpm-backend.sock'
+FALLBACK_LISTEN_DIR = '/run/dpm-backend'
 # Visible ASCII: what an HTTP/2 header value carries unchanged.
 _TOKEN = re.compile(r'[\x21-\x7e]+')
 # oslo.config's wording around a bad value: "Value for option <name> from
@@ -253,8 +257,10 @@ backend_opts = [
     ),
     cfg.StrOpt(
         'listen',
-        default='unix:/run/dpm-backend/dpm-backend.sock',
-        help='Where to serve: "unix:<path>" or "<host>:<port>". TCP requires '
+        help='Where to serve: "unix:<path>" or "<host>:<port>". Default: '
+        f'"unix:$RUNTIME_DIRECTORY/{SOCKET_NAME}" when systemd sets RUNTIME_DIRECTORY '
+        '(one socket per HMC: the shipped unit gives instance <hmc> the directory '
+        f'/run/dpm-backend/<hmc>), else "unix:{FALLBACK_LISTEN_DIR}/{SOCKET_NAME}". TCP requires '
         'tls_cert_file, tls_key_file and tls_client_ca_file (mutual TLS), '
         'except on a loopback address with allow_insecure_loopback. '
         'Related options: allow_insecure_loopback, socket_mode, socket_group.',
@@ -643,8 +649,16 @@ def _check_tcp(conf: cfg.ConfigOpts, address: str, files: dict[str, str | None])
             _check_pem(name, value)
 
 
+def default_listen() -> str:
+    """The socket of this instance: its own systemd runtime directory, so HMCs never share one."""
+    # systemd joins several RuntimeDirectory= entries with ':'; the unit lists one.
+    runtime = os.environ.get('RUNTIME_DIRECTORY', '').split(':')[0]
+    directory = runtime if os.path.isabs(runtime) else FALLBACK_LISTEN_DIR
+    return f'unix:{os.path.join(directory, SOCKET_NAME)}'
+
+
 def _load_listen(conf: cfg.ConfigOpts) -> ListenConfig:
-    address = _require(conf, 'backend', 'listen')
+    address = _get(conf, 'backend', 'listen') or default_listen()
     files = {
         name: _get(conf, 'backend', name)
         for name in ('tls_cert_file', 'tls_key_file', 'tls_client_ca_file')

@@ -60,6 +60,8 @@ ADMITTED_PER_THREAD = 64
 # Seconds stop() waits, past the grace period, for halted operations to end (an
 # HMC request already sent runs to its reply) and for the probe thread.
 HALT_WAIT = 5.0
+# Seconds to wait for a process behind an existing socket file to accept.
+SOCKET_PROBE_TIMEOUT = 2.0
 
 
 def sd_notify(state: str) -> None:
@@ -72,6 +74,32 @@ def sd_notify(state: str) -> None:
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.connect(address)
         sock.sendall(state.encode())
+
+
+def _in_use(path: str) -> str:
+    return f'another backend is serving on unix:{path}; stop it or choose another [backend] listen'
+
+
+def _claim_socket_path(path: str) -> None:
+    """Refuse a socket a live process serves; remove one a killed predecessor left behind."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise config_mod.ConfigError(f'[backend] listen: {path} exists and is not a socket')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(SOCKET_PROBE_TIMEOUT)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # nothing listens: stale
+            return
+        except FileNotFoundError:
+            return
+        except (TimeoutError, BlockingIOError):
+            pass  # a listener whose backlog is full is alive too
+    raise config_mod.ConfigError(_in_use(path))
 
 
 class Backend:
@@ -118,6 +146,8 @@ class Backend:
         self.address = ''
         # Where metrics are served once started ('' when they are not).
         self.metrics_address = ''
+        # (st_dev, st_ino) of the unix socket file this process put in place.
+        self._socket_id: tuple[int, int] | None = None
         self.pool.reachability.add_listener(lambda reachable: self._update_health())
         self.metrics.watch(self.pool, self.serving_hosts)
 
@@ -247,16 +277,15 @@ class Backend:
             ) from None
 
     def _bind_unix(self, server: grpc.Server, path: str, gid: int) -> None:
-        """Bind the socket where only this process reaches it, then move it into place.
+        """Bind the socket where only this process reaches it, then link it into place.
 
         gRPC creates the socket file with the process umask; it gets its mode
         and group in a private directory (0700) and appears at ``path`` only
         then, so it never exists there with a wider mode, without touching the
-        process-wide umask (other threads create files meanwhile).
+        process-wide umask (other threads create files meanwhile). A hard link
+        never replaces what another process put at ``path`` meanwhile.
         """
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)  # left over by a killed predecessor
+        _claim_socket_path(path)
         private = tempfile.mkdtemp(prefix='.dpm-backend-', dir=os.path.dirname(path) or '.')
         try:
             staged = os.path.join(private, 'socket')
@@ -264,7 +293,12 @@ class Backend:
             os.chmod(staged, self.config.listen.socket_mode)
             if gid != -1:
                 os.chown(staged, -1, gid)
-            os.rename(staged, path)
+            placed = os.lstat(staged)
+            try:
+                os.link(staged, path)
+            except FileExistsError:
+                raise config_mod.ConfigError(_in_use(path)) from None
+            self._socket_id = (placed.st_dev, placed.st_ino)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(private, 'socket'))
@@ -285,6 +319,17 @@ class Backend:
         if self._exporter is not None:
             self._exporter.stop()
             self._exporter = None
+
+    def _remove_socket(self, path: str) -> None:
+        """Unlink the socket file only if it is still ours (another backend may own it now)."""
+        try:
+            current = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if (current.st_dev, current.st_ino) == self._socket_id:
+            os.unlink(path)
+        else:
+            LOG.warning("Left %s in place: another process replaced this backend's socket", path)
 
     def start(self) -> None:
         gid = self._socket_gid()
@@ -372,11 +417,10 @@ class Backend:
         if self._monitor is not None:
             self._monitor.join(HALT_WAIT)
         logged_off = self.pool.close()
+        if self.config.listen.unix_path and self._socket_id is not None:
+            self._remove_socket(self.config.listen.unix_path)
         # Last: the scrape before the exit sees the drain and the logoffs.
         self._stop_exporter()
-        if self.config.listen.unix_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.config.listen.unix_path)
         LOG.info('Stopped; logged off %d HMC sessions', logged_off)
 
 

@@ -72,14 +72,14 @@ def test_the_socket_never_appears_with_a_wider_mode_and_the_umask_is_left_alone(
     real_umask = os.umask
     monkeypatch.setattr(os, 'umask', lambda mask: calls.append(mask) or real_umask(mask))
     seen = []
-    real_rename = os.rename
+    real_link = os.link
 
-    def rename(src, dst, *args, **kwargs):
-        # The socket reaches its path by rename, with its final mode already.
+    def link(src, dst, *args, **kwargs):
+        # The socket reaches its path by a hard link, with its final mode already.
         seen.append((dst, stat.S_IMODE(os.stat(src).st_mode)))
-        return real_rename(src, dst, *args, **kwargs)
+        return real_link(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, 'rename', rename)
+    monkeypatch.setattr(os, 'link', link)
     running = backend_factory()
     path = running.backend.config.listen.unix_path
     assert calls == []

@@ -320,3 +320,28 @@ def test_shipped_example_configs_load(name, tmp_path, monkeypatch):
     path.write_text(text.replace('/tmp/hmc-sim/password', str(password)))
     config = load_config(path)
     assert len(config.hosts) == 2
+
+
+def without_listen(path):
+    path.write_text(''.join(line for line in path.open() if not line.startswith('listen =')))
+    return path
+
+
+def test_socket_defaults_to_the_systemd_runtime_directory_of_the_instance(tmp_path, monkeypatch):
+    path = without_listen(write_config(tmp_path / 'c.conf', tmp_path / 's.sock'))
+    monkeypatch.setenv('RUNTIME_DIRECTORY', '/run/dpm-backend/hmc2')
+    listen = load_config(path).listen
+    assert listen.unix_path == '/run/dpm-backend/hmc2/dpm-backend.sock'
+    assert listen.address == 'unix:/run/dpm-backend/hmc2/dpm-backend.sock'
+    # Several RuntimeDirectory= entries: systemd joins them with ':'.
+    monkeypatch.setenv('RUNTIME_DIRECTORY', '/run/dpm-backend/hmc3:/run/other')
+    assert load_config(path).listen.unix_path == '/run/dpm-backend/hmc3/dpm-backend.sock'
+
+
+def test_socket_default_outside_systemd_and_an_explicit_listen_wins(tmp_path, monkeypatch):
+    monkeypatch.delenv('RUNTIME_DIRECTORY', raising=False)
+    path = without_listen(write_config(tmp_path / 'c.conf', tmp_path / 's.sock'))
+    assert load_config(path).listen.unix_path == '/run/dpm-backend/dpm-backend.sock'
+    monkeypatch.setenv('RUNTIME_DIRECTORY', '/run/dpm-backend/hmc2')
+    explicit = write_config(tmp_path / 'e.conf', tmp_path / 's.sock')
+    assert load_config(explicit).listen.unix_path == str(tmp_path / 's.sock')
