@@ -78,6 +78,8 @@ def test_unit_runs_the_installed_backend_as_notify_with_credential_and_one_insta
     assert service['RuntimeDirectory'] == 'dpm-backend/%i'
     assert service['RuntimeDirectoryPreserve'] == 'restart'
     assert service['KillSignal'] == 'SIGTERM'
+    # A configuration error (exit 2) is not retried every RestartSec.
+    assert (service['Restart'], service['RestartPreventExitStatus']) == ('on-failure', '2')
     assert 'password' not in service['ExecStart']
     # A group that may not exist on the host would fail the unit: membership
     # of the socket group is the service user's (usermod), not the unit's.
