@@ -469,6 +469,19 @@ def _describe(host: DemoHost) -> str:
     return f'{host.name} ({host.cpc}, {"storage groups" if host.storage_groups else "vHBAs"})'
 
 
+def _heading(host: DemoHost, full: bool) -> str:
+    if full:
+        return (
+            f'\n######## {_describe(host)} in full: each call nova-compute makes through '
+            'dpm.DPMDriver,\n   its result and the HMC requests it caused (ids cut to '
+            'their last 8 characters, queries decoded; times of 0.1 s and more)'
+        )
+    return (
+        f'\n######## {_describe(host)}: the same calls, one line each '
+        '(HMC requests; time if 0.1 s or more; result)'
+    )
+
+
 def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int:
     socket_path = os.path.join(workdir, 'dpm-backend.sock')
     config_file = os.path.join(workdir, 'dpm-backend.conf')
@@ -480,7 +493,7 @@ def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int
         f'logging on to the simulator over HTTPS (CA {hmc.ca_file})'
     )
     backend = BackendProcess(config_file)
-    calls = 0
+    by_calls = 0  # HMC requests the driver calls caused
     try:
         backend.wait_for_socket(socket_path)
         from nova.conf import CONF
@@ -493,20 +506,10 @@ def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int
         partitions_before, groups_before = _names(hmc)
         for host in sorted(HOSTS, key=lambda h: h.name != full):
             transcript = Transcript(backend.hmc_requests, full=host.name == full)
-            if transcript.full:
-                print(
-                    f'\n######## {_describe(host)} in full: each call nova-compute makes through '
-                    'dpm.DPMDriver,\n   its result and the HMC requests it caused (ids cut to '
-                    'their last 8 characters, queries decoded; times of 0.1 s and more)'
-                )
-            else:
-                print(
-                    f'\n######## {_describe(host)}: the same calls, one line each '
-                    '(HMC requests; time if 0.1 s or more; result)'
-                )
+            print(_heading(host, transcript.full))
             _lifecycle(transcript, hmc, host, inventory[host.cpc])
             print(f'   = {transcript.totals(host.name)}')
-            calls += len(transcript.requests())
+            by_calls += len(transcript.requests())
     finally:
         backend.process.send_signal(signal.SIGTERM)
         code = backend.process.wait(timeout=30)
@@ -523,8 +526,8 @@ def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int
         f'   hosts: {len(HOSTS)}, {", ".join(_describe(h) for h in HOSTS)}\n'
         f'   instances booted: {_booted(records)} (partitions the HMC started; '
         'each then stopped, started, rebooted and deleted)\n'
-        f'   HMC requests in all: {len(records)} ({calls} caused by the calls above, '
-        f'{len(records) - calls} by the backend starting and stopping: API version, logon, '
+        f'   HMC requests in all: {len(records)} ({by_calls} caused by the calls above, '
+        f'{len(records) - by_calls} by the backend starting and stopping: API version, logon, '
         'host checks, logoff)\n'
         f'   requests refused by the HMC: {len(refused)}\n'
         f'   SIGTERM: dpm-backend exited with {code}; {" ".join(tail)}\n'
