@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -158,6 +159,10 @@ def _config_text(socket_path: str, hmc: SimulatorProcess, inventory: dict) -> st
     return '\n'.join(lines) + '\n'
 
 
+# An oslo.log line: time, pid, level, logger, [request context], message.
+LOG_LINE = re.compile(r'\S+ \S+ \d+ [A-Z]+ (?P<logger>\S+) \[[^\]]*\] (?P<message>.*)')
+
+
 class BackendProcess:
     """A dpm-backend child process whose log lines are collected."""
 
@@ -186,8 +191,17 @@ class BackendProcess:
 
     def hmc_requests(self) -> list[Request]:
         """The HMC requests the backend logged since the last call."""
-        lines = (line.partition('dpm_backend.hmc [-] ')[2] for line in self.drain_log())
-        return [request for line in lines if (request := Request.parse(line)) is not None]
+        return [
+            request
+            for message in self.messages(self.drain_log(), logger='dpm_backend.hmc')
+            if (request := Request.parse(message)) is not None
+        ]
+
+    @staticmethod
+    def messages(lines: list[str], logger: str) -> list[str]:
+        """The messages of one logger's lines, without time, level and request context."""
+        matches = (LOG_LINE.fullmatch(line) for line in lines)
+        return [m['message'] for m in matches if m is not None and m['logger'] == logger]
 
     def wait_for_socket(self, path: str, timeout: float = 30) -> None:
         end = time.monotonic() + timeout
@@ -256,7 +270,7 @@ def _kernel_cmdline(hmc: SimulatorProcess, instance_uuid: str) -> str:
 
 
 def _lifecycle(
-    transcript: Transcript, hmc: SimulatorProcess, host: DemoHost, inventory: dict
+    transcript: Transcript, hmc: SimulatorProcess, host: DemoHost, inventory: dict, state_path: str
 ) -> None:
     from nova.compute import power_state
     from nova.compute import provider_tree
@@ -268,10 +282,16 @@ def _lifecycle(
     from nova import objects
     from nova.virt import driver as virt_driver
     from nova.virt import fake
+    from nova.virt import node as virt_node
 
     objects.register_all()
     name = host.name
     CONF.set_override('host', name)
+    # Each nova-compute has its own state_path, where Nova keeps the node's
+    # identity (compute_id); Nova caches it per process, and here one process
+    # plays every host.
+    CONF.set_override('state_path', state_path)
+    virt_node.LOCAL_NODE_UUID = None
     drv = virt_driver.load_compute_driver(fake.FakeVirtAPI(), 'dpm.DPMDriver')
     call = transcript.call
 
@@ -500,6 +520,8 @@ def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int
 
         from dpm_frontend import conf as dpm_conf
 
+        # As nova-compute starts: no config file, the defaults and the overrides here.
+        CONF([], project='nova', default_config_files=[])
         dpm_conf.register_opts(CONF)
         CONF.set_override('backend', f'unix:{socket_path}', group='dpm')
         backend.drain_log(0.5)
@@ -507,13 +529,15 @@ def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int
         for host in sorted(HOSTS, key=lambda h: h.name != full):
             transcript = Transcript(backend.hmc_requests, full=host.name == full)
             print(_heading(host, transcript.full))
-            _lifecycle(transcript, hmc, host, inventory[host.cpc])
+            state_path = os.path.join(workdir, 'nova-compute', host.name)
+            os.makedirs(state_path)
+            _lifecycle(transcript, hmc, host, inventory[host.cpc], state_path)
             print(f'   = {transcript.totals(host.name)}')
             by_calls += len(transcript.requests())
     finally:
         backend.process.send_signal(signal.SIGTERM)
         code = backend.process.wait(timeout=30)
-    tail = [line.split('[-] ', 1)[-1] for line in backend.drain_log() if 'Stopped' in line]
+    tail = [m for m in backend.messages(backend.drain_log(), '__main__') if 'Stopped' in m]
     records = hmc.requests()
     refused = _refused(records)
     sessions = hmc.session_counts()
