@@ -13,10 +13,14 @@ get_info, power off/on, reboot, destroy, the connector after destroy. On the
 z14 prepare creates the instance's storage group (the connector's WWPNs are
 the group's), spawn defines the boot volume in it, runs FCP discovery and
 attaches the group, a data volume is attached and detached, and destroy
-deletes the group. Each call is printed with the HMC requests it caused.
-Then the backend gets SIGTERM; the demo checks that it drained, logged off
-and left no partition and no storage group behind on the simulator, then
-stops the simulator.
+deletes the group. One host (``--full``, by default z14host) is printed in
+full: each call, its result and the HMC requests it caused, and after spawn
+the kernel command line the backend wrote (read back from the simulator); the
+other hosts get one line per call. Then the backend gets SIGTERM; a summary
+gives the hosts, the instances booted, the HMC requests in all and those the
+HMC refused (the demo fails unless none), and the demo checks that the
+backend drained, logged off and left no partition and no storage group behind
+on the simulator, then stops the simulator.
 
 Nova's database is not part of the demo: the instance objects print what the
 driver asks nova-compute to save instead of writing it, and the block device
@@ -26,9 +30,11 @@ in the output).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -45,6 +51,9 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 import yaml  # noqa: E402
 
+from demo.transcript import Request  # noqa: E402
+from demo.transcript import Transcript  # noqa: E402
+from demo.transcript import explain_cmdline  # noqa: E402
 from dpm_hmc_sim import definition as sim_definition  # noqa: E402
 from dpm_hmc_sim.testing import SimulatorProcess  # noqa: E402
 
@@ -73,6 +82,8 @@ HOSTS = (
     DemoHost('cpc10', 'CPCZ13'),
     DemoHost('z14host', 'CPCZ14', storage_groups=True),
 )
+# Shown in full (the others one line per call): the storage-group path has the most to show.
+FULL_HOST = 'z14host'
 
 
 def sim_inventory(cpc_name: str, profile: str = PROFILE) -> dict:
@@ -148,6 +159,10 @@ def _config_text(socket_path: str, hmc: SimulatorProcess, inventory: dict) -> st
     return '\n'.join(lines) + '\n'
 
 
+# An oslo.log line: time, pid, level, logger, [request context], message.
+LOG_LINE = re.compile(r'\S+ \S+ \d+ [A-Z]+ (?P<logger>\S+) \[[^\]]*\] (?P<message>.*)')
+
+
 class BackendProcess:
     """A dpm-backend child process whose log lines are collected."""
 
@@ -174,12 +189,19 @@ class BackendProcess:
             except queue.Empty:
                 return lines
 
-    def hmc_requests(self) -> list[str]:
+    def hmc_requests(self) -> list[Request]:
+        """The HMC requests the backend logged since the last call."""
         return [
-            line.split('dpm_backend.hmc [-] ', 1)[1]
-            for line in self.drain_log()
-            if '] HMC ' in line
+            request
+            for message in self.messages(self.drain_log(), logger='dpm_backend.hmc')
+            if (request := Request.parse(message)) is not None
         ]
+
+    @staticmethod
+    def messages(lines: list[str], logger: str) -> list[str]:
+        """The messages of one logger's lines, without time, level and request context."""
+        matches = (LOG_LINE.fullmatch(line) for line in lines)
+        return [m['message'] for m in matches if m is not None and m['logger'] == logger]
 
     def wait_for_socket(self, path: str, timeout: float = 30) -> None:
         end = time.monotonic() + timeout
@@ -189,24 +211,12 @@ class BackendProcess:
             time.sleep(0.05)
 
 
-def _step(backend: BackendProcess, title: str, call, show=lambda result: result):
-    """Run one driver call; print it, its result and the HMC requests it caused."""
-    print(f'\n== {title}')
-    result = call()
-    shown = show(result)
-    if shown is not None:
-        print(f'   -> {shown}')
-    for request in backend.hmc_requests():
-        print(f'   | {request}')
-    return result
-
-
-def _demo_instance(objects, host: str):
+def _demo_instance(objects, host: str, transcript: Transcript):
     """An instance as nova-compute hands it to the driver (no database here)."""
 
     class DemoInstance(objects.Instance):
         def save(self, *args, **kwargs):
-            print(f'   (nova-compute saves system_metadata {dict(self.system_metadata)})')
+            transcript.note(f'(nova-compute saves system_metadata {dict(self.system_metadata)})')
 
     return DemoInstance(
         uuid=str(uuid.uuid4()),
@@ -241,7 +251,27 @@ def _stub_bdm_lookup(objects, volume_size: int):
     )
 
 
-def _lifecycle(backend: BackendProcess, host: DemoHost, inventory: dict) -> None:
+def _other_instances(uuids: list[str], own: str) -> str:
+    """Whether the host's list has this server, and how many other instances."""
+    others = len(set(uuids) - {own})
+    mine = 'this server' if own in uuids else 'not this server'
+    if not others:
+        return mine
+    return f'{mine} and {others} other OpenStack partition{"s" if others > 1 else ""} of this host'
+
+
+def _kernel_cmdline(hmc: SimulatorProcess, instance_uuid: str) -> str:
+    """The instance's partition's boot-os-specific-parameters, as the HMC holds it."""
+    for cpc in hmc.state()['hmc_definition']['cpcs']:
+        for partition in cpc.get('partitions', []):
+            if partition['properties']['name'].endswith(instance_uuid):
+                return partition['properties'].get('boot-os-specific-parameters', '')
+    raise RuntimeError(f'no partition of instance {instance_uuid} on the simulator')
+
+
+def _lifecycle(
+    transcript: Transcript, hmc: SimulatorProcess, host: DemoHost, inventory: dict, state_path: str
+) -> None:
     from nova.compute import power_state
     from nova.compute import provider_tree
     from nova.conf import CONF
@@ -252,42 +282,46 @@ def _lifecycle(backend: BackendProcess, host: DemoHost, inventory: dict) -> None
     from nova import objects
     from nova.virt import driver as virt_driver
     from nova.virt import fake
+    from nova.virt import node as virt_node
 
     objects.register_all()
     name = host.name
     CONF.set_override('host', name)
+    # Each nova-compute has its own state_path, where Nova keeps the node's
+    # identity (compute_id); Nova caches it per process, and here one process
+    # plays every host.
+    CONF.set_override('state_path', state_path)
+    virt_node.LOCAL_NODE_UUID = None
     drv = virt_driver.load_compute_driver(fake.FakeVirtAPI(), 'dpm.DPMDriver')
-    cpc_kind = 'storage groups' if host.storage_groups else 'vHBAs'
-    print(
-        f'\n######## nova-compute for host {name} ({host.cpc}, {cpc_kind}): '
-        f'{type(drv).__module__}.DPMDriver'
-    )
-    state = power_state.STATE_MAP.get
+    call = transcript.call
 
-    _step(backend, f'init_host({name!r})', lambda: drv.init_host(name))
-    resources = _step(
-        backend,
+    def state(info) -> str:
+        return power_state.STATE_MAP.get(info.state)
+
+    transcript.call(f'init_host({name!r})', lambda: drv.init_host(name))
+    resources = call(
         'get_available_resource',
         lambda: drv.get_available_resource(name),
-        lambda r: {k: r[k] for k in ('vcpus', 'memory_mb', 'local_gb', 'hypervisor_type')},
+        show=lambda r: {k: r[k] for k in ('vcpus', 'memory_mb', 'local_gb', 'hypervisor_type')},
+        brief=lambda r: f'{r["vcpus"]} vCPUs, {r["memory_mb"]} MiB',
     )
     tree = provider_tree.ProviderTree()
     tree.new_root(name, resources['uuid'])
-    _step(
-        backend,
-        'update_provider_tree (placement inventory; reuses the status just read)',
+    call(
+        'update_provider_tree',
         lambda: drv.update_provider_tree(tree, name),
-        lambda _: {rc: inv['total'] for rc, inv in tree.data(name).inventory.items()},
+        what='placement inventory; reuses the status just read',
+        brief=lambda _: str({rc: inv['total'] for rc, inv in tree.data(name).inventory.items()}),
     )
 
-    instance = _demo_instance(objects, name)
-    print(
-        f'\n-- server {instance.uuid} (2 vCPUs, 4096 MiB, boot from a {BOOT_VOLUME_GIB} GiB '
+    instance = _demo_instance(objects, name, transcript)
+    transcript.heading(
+        f'server {instance.uuid} (2 vCPUs, 4096 MiB, boot from a {BOOT_VOLUME_GIB} GiB '
         'FC volume, 2 ports)'
     )
     made = 'partition + storage group' if host.storage_groups else 'partition + vHBAs'
-    _step(backend, f'prepare_for_spawn ({made})', lambda: drv.prepare_for_spawn(instance))
-    connector = _step(backend, 'get_volume_connector', lambda: drv.get_volume_connector(instance))
+    call('prepare_for_spawn', lambda: drv.prepare_for_spawn(instance), what=made)
+    connector = call('get_volume_connector', lambda: drv.get_volume_connector(instance), show=str)
     vswitches = inventory['vswitches']
     vifs = network_model.NetworkInfo(
         [
@@ -308,64 +342,78 @@ def _lifecycle(backend: BackendProcess, host: DemoHost, inventory: dict) -> None
         if host.storage_groups
         else 'FC boot'
     )
-    _step(
-        backend,
-        f'spawn (NICs, kernel cmdline, {boot}, start)',
+    call(
+        'spawn',
         lambda: drv.spawn(None, instance, None, [], None, {}, vifs, block_device_info),
+        what=f'NICs, kernel cmdline, {boot}, start',
     )
+    if transcript.full:
+        cmdline = _kernel_cmdline(hmc, instance.uuid)
+        transcript.note(
+            f'kernel command line on the HMC (boot-os-specific-parameters): {cmdline!r}'
+        )
+        transcript.note(f'= {explain_cmdline(cmdline)}')
     info = drv.get_info
-    _step(backend, 'get_info', lambda: info(instance), lambda i: state(i.state))
-    _step(backend, 'list_instance_uuids', drv.list_instance_uuids)
-    _step(backend, 'power_off', lambda: drv.power_off(instance))
-    _step(backend, 'get_info', lambda: info(instance), lambda i: state(i.state))
-    _step(backend, 'power_on', lambda: drv.power_on(None, instance, vifs))
-    _step(backend, 'reboot (HARD)', lambda: drv.reboot(None, instance, vifs, 'HARD'))
-    _step(backend, 'get_info', lambda: info(instance), lambda i: state(i.state))
+    call('get_info', lambda: info(instance), brief=state)
+    call(
+        'list_instance_uuids',
+        drv.list_instance_uuids,
+        show=str,
+        brief=lambda uuids: _other_instances(uuids, instance.uuid),
+    )
+    call('power_off', lambda: drv.power_off(instance))
+    call('get_info', lambda: info(instance), brief=state)
+    call('power_on', lambda: drv.power_on(None, instance, vifs))
+    call('reboot', lambda: drv.reboot(None, instance, vifs, 'HARD'), what='HARD')
+    call('get_info', lambda: info(instance), brief=state)
     if host.storage_groups:
         data_volume = str(uuid.uuid4())
         connection_info = fc_connection_info(connector['wwpns'], 2, data_volume)
         context = nova_context.get_admin_context()
-        print(
-            f'\n-- data volume {data_volume} ({DATA_VOLUME_GIB} GiB, LUN 2). No Nova database '
+        transcript.heading(
+            f'data volume {data_volume} ({DATA_VOLUME_GIB} GiB, LUN 2). No Nova database '
             'here: objects.BlockDeviceMapping.get_by_volume_and_instance is stubbed to return '
             f'its BDM with volume_size {DATA_VOLUME_GIB} (what attach_volume reads the size from)'
         )
         with _stub_bdm_lookup(objects, DATA_VOLUME_GIB):
-            _step(
-                backend,
-                'attach_volume (storage volume in the group, FCP discovery)',
+            call(
+                'attach_volume',
                 lambda: drv.attach_volume(context, connection_info, instance, '/dev/sdb'),
+                what='storage volume in the group, FCP discovery',
             )
-        _step(
-            backend,
-            'detach_volume (the storage volume is deleted)',
+        call(
+            'detach_volume',
             lambda: drv.detach_volume(context, connection_info, instance, '/dev/sdb'),
+            what='the storage volume is deleted',
         )
     gone = 'stop, detach and delete the group, delete' if host.storage_groups else 'stop, delete'
-    _step(
-        backend,
-        f'destroy ({gone})',
+    call('destroy', lambda: drv.destroy(None, instance, vifs, block_device_info), what=gone)
+    call(
+        'destroy again',
         lambda: drv.destroy(None, instance, vifs, block_device_info),
+        what='already gone: succeeds',
     )
-    _step(
-        backend,
-        'destroy again (already gone: succeeds)',
-        lambda: drv.destroy(None, instance, vifs, block_device_info),
-    )
-    _step(
-        backend,
-        'get_volume_connector after destroy (from system_metadata)',
+    call(
+        'get_volume_connector again',
         lambda: drv.get_volume_connector(instance),
+        what='after destroy, from system_metadata',
+        show=str,
     )
 
-    def info_after_destroy():
+    def info_after_destroy() -> str:
         try:
             info(instance)
         except exception.InstanceNotFound as exc:
             return f'InstanceNotFound: {exc}'
         raise RuntimeError('the destroyed instance is still reported')
 
-    _step(backend, 'get_info after destroy', info_after_destroy)
+    call(
+        'get_info again',
+        info_after_destroy,
+        what='after destroy',
+        brief=lambda text: text.partition(':')[0],
+        show=str,
+    )
     drv.cleanup_host(name)
 
 
@@ -383,7 +431,40 @@ def _names(hmc: SimulatorProcess) -> tuple[set[str], set[str]]:
     return partitions, groups
 
 
-def main() -> int:
+def _booted(records: list) -> int:
+    """Partitions whose Start Partition the HMC accepted."""
+    return len(
+        {
+            r.uri.removesuffix('/operations/start')
+            for r in records
+            if r.method == 'POST' and r.uri.endswith('/operations/start') and 200 <= r.status < 300
+        }
+    )
+
+
+def _refused(records: list) -> list[str]:
+    """Requests the HMC refused (status 400 and above) or dropped unanswered (0)."""
+    return [
+        f'{r.method} {r.uri} -> {r.status},{r.reason}'
+        for r in records
+        if r.status >= 400 or r.status == 0
+    ]
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='python -m demo', description=__doc__.splitlines()[0])
+    parser.add_argument(
+        '--full',
+        choices=[host.name for host in HOSTS],
+        default=FULL_HOST,
+        help='the host whose calls are shown in full with their HMC requests '
+        '(the others get one line per call; default: %(default)s)',
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     # nova-compute in native threading mode, as the driver requires.
     os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
     inventory = {cpc: sim_inventory(cpc) for cpc in sorted({h.cpc for h in HOSTS})}
@@ -399,51 +480,95 @@ def main() -> int:
         )
         try:
             print(hmc.ready_line)
-            return _run(workdir, hmc, inventory)
+            return _run(workdir, hmc, inventory, args.full)
         finally:
             hmc.terminate()
 
 
-def _run(workdir: str, hmc: SimulatorProcess, inventory: dict) -> int:
+def _describe(host: DemoHost) -> str:
+    return f'{host.name} ({host.cpc}, {"storage groups" if host.storage_groups else "vHBAs"})'
+
+
+def _heading(host: DemoHost, full: bool) -> str:
+    if full:
+        return (
+            f'\n######## {_describe(host)} in full: each call nova-compute makes through '
+            'dpm.DPMDriver,\n   its result and the HMC requests it caused (ids cut to '
+            'their last 8 characters, queries decoded; times of 0.1 s and more)'
+        )
+    return (
+        f'\n######## {_describe(host)}: the same calls, one line each '
+        '(HMC requests; time if 0.1 s or more; result)'
+    )
+
+
+def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int:
     socket_path = os.path.join(workdir, 'dpm-backend.sock')
     config_file = os.path.join(workdir, 'dpm-backend.conf')
     fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, 'w', encoding='utf-8') as stream:
         stream.write(_config_text(socket_path, hmc, inventory))
-    print(f'Starting dpm-backend on it (HTTPS to {hmc.host}:{hmc.port}, CA {hmc.ca_file})')
+    print(
+        f'dpm-backend: a process of its own on unix:{socket_path}, '
+        f'logging on to the simulator over HTTPS (CA {hmc.ca_file})'
+    )
     backend = BackendProcess(config_file)
+    by_calls = 0  # HMC requests the driver calls caused
     try:
         backend.wait_for_socket(socket_path)
         from nova.conf import CONF
 
         from dpm_frontend import conf as dpm_conf
 
+        # As nova-compute starts: no config file, the defaults and the overrides here.
+        CONF([], project='nova', default_config_files=[])
         dpm_conf.register_opts(CONF)
         CONF.set_override('backend', f'unix:{socket_path}', group='dpm')
         backend.drain_log(0.5)
         partitions_before, groups_before = _names(hmc)
-        for host in HOSTS:
-            _lifecycle(backend, host, inventory[host.cpc])
+        for host in sorted(HOSTS, key=lambda h: h.name != full):
+            transcript = Transcript(backend.hmc_requests, full=host.name == full)
+            print(_heading(host, transcript.full))
+            state_path = os.path.join(workdir, 'nova-compute', host.name)
+            os.makedirs(state_path)
+            _lifecycle(transcript, hmc, host, inventory[host.cpc], state_path)
+            print(f'   = {transcript.totals(host.name)}')
+            by_calls += len(transcript.requests())
     finally:
         backend.process.send_signal(signal.SIGTERM)
         code = backend.process.wait(timeout=30)
-    tail = [line.split('[-] ', 1)[-1] for line in backend.drain_log() if 'Stopped' in line]
-    print(f'\n== SIGTERM: dpm-backend exited with {code}; {" ".join(tail)}')
-    if code != 0 or os.path.exists(socket_path):
-        print('the backend did not stop cleanly', file=sys.stderr)
-        return 1
+    tail = [m for m in backend.messages(backend.drain_log(), '__main__') if 'Stopped' in m]
+    records = hmc.requests()
+    refused = _refused(records)
     sessions = hmc.session_counts()
     counts = sessions['userids'].get(USERID, {})
     partitions, groups = _names(hmc)
     leftovers = sorted(partitions - partitions_before)
     left_groups = sorted(groups - groups_before)
     print(
-        f'== simulator: {counts.get("logons", 0)} logons, {counts.get("logoffs", 0)} logoffs, '
-        f'{sessions["open"]} sessions open; partitions left by the demo: {leftovers}; '
-        f'storage groups left by the demo: {left_groups}'
+        '\n######## summary\n'
+        f'   hosts: {len(HOSTS)}, {", ".join(_describe(h) for h in HOSTS)}\n'
+        f'   instances booted: {_booted(records)} (partitions the HMC started; '
+        'each then stopped, started, rebooted and deleted)\n'
+        f'   HMC requests in all: {len(records)} ({by_calls} caused by the calls above, '
+        f'{len(records) - by_calls} by the backend starting and stopping: API version, logon, '
+        'host checks, logoff)\n'
+        f'   requests refused by the HMC: {len(refused)}\n'
+        f'   SIGTERM: dpm-backend exited with {code}; {" ".join(tail)}\n'
+        f'   simulator: logons {counts.get("logons", 0)}, logoffs {counts.get("logoffs", 0)}, '
+        f'sessions open {sessions["open"]}; left by the demo: partitions {leftovers}, '
+        f'storage groups {left_groups}'
     )
+    for request in refused:
+        print(f'   refused: {request}')
+    if code != 0 or os.path.exists(socket_path):
+        print('the backend did not stop cleanly', file=sys.stderr)
+        return 1
     if leftovers or left_groups or sessions['open']:
         print('the backend left partitions, storage groups or HMC sessions behind', file=sys.stderr)
+        return 1
+    if refused:
+        print('the HMC refused requests of the backend', file=sys.stderr)
         return 1
     print('Demo finished: every call answered, nothing left running.')
     return 0

@@ -1,4 +1,4 @@
-"""`make demo`: simulator and backend processes; the driver's calls for three hosts; all stopped."""
+"""`make demo`: simulator and backend processes; three hosts, one in full; a summary."""
 
 from __future__ import annotations
 
@@ -11,23 +11,43 @@ import pytest
 Z14_HOST = 'z14host'
 
 
+VHBA_HOSTS = ('cpc1', 'cpc10')
+# The calls each host's lifecycle makes, in order (z14host adds attach_volume and detach_volume).
+CALLS = [
+    'init_host', 'get_available_resource', 'update_provider_tree', 'prepare_for_spawn',
+    'get_volume_connector', 'spawn', 'get_info', 'list_instance_uuids', 'power_off', 'get_info',
+    'power_on', 'reboot', 'get_info', 'destroy', 'destroy again', 'get_volume_connector again',
+    'get_info again',
+]  # fmt: skip
+ONE_LINE = re.compile(
+    r'   (?P<name>[a-z_]+(?: again)?)(?:\(\S+\))? +(?P<requests>\d+) HMC requests?'
+    r'(?: +(?P<seconds>\d+\.\d) s)?(?: +-> (?P<brief>.+))?'
+)
+TOTALS = re.compile(
+    r'   = (?P<host>\S+): (?P<calls>\d+) calls, (?P<requests>\d+) HMC requests '
+    r'\((?P<ok>[^)]+)\) on (?P<collections>.+)'
+)
+
+
 def _section(out: str, host: str) -> str:
     """The output of one host's lifecycle."""
-    start = out.index(f'######## nova-compute for host {host} ')
-    end = out.find('\n######## ', start + 1)
-    return out[start : end if end != -1 else out.index('\n== SIGTERM')]
+    start = out.index(f'######## {host} ')
+    end = out.index('\n######## ', start + 1)
+    return out[start:end]
 
 
 def _step(section: str, title: str) -> list[str]:
-    """The HMC requests one step printed, without their times (the first step with ``title``)."""
+    """The HMC requests one call printed in full (the first call with ``title``)."""
     start = section.index(f'\n== {title}')
     end = section.find('\n\n', start + 1)
     lines = section[start : end if end != -1 else len(section)].splitlines()
-    return [
-        re.sub(r' \(\d+ ms\)$', '', line.removeprefix('   | HMC '))
-        for line in lines
-        if line.startswith('   | HMC ')
-    ]
+    return [line.removeprefix('   | ') for line in lines if line.startswith('   | ')]
+
+
+def _totals(section: str) -> re.Match:
+    match = TOTALS.search(section)
+    assert match is not None, section
+    return match
 
 
 @pytest.fixture(scope='module')
@@ -45,36 +65,88 @@ def test_demo_drives_every_host_through_the_driver_and_stops_the_backend(demo):
     out = demo.stdout
     assert out.startswith('dpm-hmc-sim: serving HMC 2.14.1 (API 2.40) on 127.0.0.1:'), out
     assert demo.returncode == 0, out + demo.stderr
-    for host, cpc in (('cpc1', 'CPCZ13, vHBAs'), ('cpc10', 'CPCZ13, vHBAs')):
-        assert (
-            f'######## nova-compute for host {host} ({cpc}): dpm_frontend.driver.DPMDriver' in out
-        )
-    assert (
-        f'######## nova-compute for host {Z14_HOST} (CPCZ14, storage groups): '
-        'dpm_frontend.driver.DPMDriver' in out
-    )
-    assert out.count('== spawn (NICs, kernel cmdline, FC boot, start)') == 2
-    assert '| HMC POST /api/partitions/' in out and '/operations/start -> ok' in out
+    assert f'######## {Z14_HOST} (CPCZ14, storage groups) in full: ' in out
+    assert 'dpm.DPMDriver' in out
     assert out.count("-> {'VCPU': 8, 'MEMORY_MB': 16384}") == 3
-    assert out.count('-> running') >= 3 and out.count('-> shutdown') == 3
-    assert out.count('InstanceNotFound') == 3
-    # Start and Stop are HMC jobs, polled and then deleted.
-    assert '/operations/start -> ok' in out and '| HMC DELETE /api/jobs/' in out
-    assert 'dpm-backend exited with 0' in out
-    assert (
-        '0 sessions open; partitions left by the demo: []; storage groups left by the demo: []'
-        in out
-    )
+    assert out.count('-> running') == 6 and out.count('-> shutdown') == 3
+    assert out.count('-> InstanceNotFound') == 3
     assert 'Demo finished' in out
     assert 'Traceback' not in out + demo.stderr
-    assert ' -> ok' in out and not re.search(r'\| HMC .* -> (?!ok)', out)
+    # Only the full host's requests are printed, all answered; no request times.
+    assert ' -> ok' in out and not re.search(r'\| [A-Z]+ \S+ -> (?!ok$)', out, re.M)
+    assert not re.search(r'\(\d+ ms\)', out)
 
 
-def test_the_vhba_hosts_never_touch_storage_groups(demo):
-    for host in ('cpc1', 'cpc10'):
+def test_the_other_hosts_get_one_line_per_call(demo):
+    for host in VHBA_HOSTS:
         section = _section(demo.stdout, host)
-        assert '/storage-groups' not in section, host
-        assert '/hbas -> ok' in section, host
+        assert section.startswith(f'######## {host} (CPCZ13, vHBAs): the same calls, one line each')
+        lines = [m for line in section.splitlines() if (m := ONE_LINE.fullmatch(line))]
+        assert [m['name'] for m in lines] == CALLS, section
+        assert '| ' not in section  # no request printed
+        calls = {m['name']: m for m in lines}
+        assert int(calls['prepare_for_spawn']['requests']) > 0
+        # Start and Stop Partition are 0.5 s jobs: the calls that wait for them show their time.
+        for name in ('spawn', 'power_off', 'power_on', 'reboot', 'destroy'):
+            assert float(calls[name]['seconds']) >= 0.5, (host, name)
+        assert calls['get_available_resource']['seconds'] is None
+        totals = _totals(section)
+        assert totals['host'] == host and int(totals['calls']) == len(CALLS)
+        assert int(totals['requests']) == sum(int(m['requests']) for m in lines)
+        assert totals['ok'] == 'all ok'
+        collections = totals['collections'].split(', ')
+        assert 'hbas' in collections and 'storage-groups' not in collections, collections
+    # cpc10's list has the simulator's own OpenStack-cpc10-... partition; cpc1's does not.
+    assert '-> this server and 1 other' in _section(demo.stdout, 'cpc10')
+    assert '-> this server\n' in _section(demo.stdout, 'cpc1')
+
+
+def test_the_full_host_shows_the_kernel_command_line_read_from_the_hmc(demo):
+    section = _section(demo.stdout, Z14_HOST)
+    written = re.search(
+        r"kernel command line on the HMC \(boot-os-specific-parameters\): '([^']*)'", section
+    )
+    assert written is not None, section
+    tokens = written.group(1).split(' ')
+    # One token per NIC: device number, adapter port, the VIF's MAC without colons.
+    assert len(tokens) == 2
+    for index, token in enumerate(tokens):
+        assert re.fullmatch(rf'[0-9a-f]{{4}},[0-3],fa163e00{index:02x}02;', token), token
+    explained = section[written.end() :].splitlines()[1]
+    assert explained.startswith("   = one '<device number>,<adapter port>,<MAC>;' per NIC")
+    devices = [token.split(',')[0] for token in tokens]
+    assert f'qeth device {devices[0]} on port' in explained
+    assert 'MAC fa:16:3e:00:00:02' in explained and 'MAC fa:16:3e:00:01:02' in explained
+
+
+def test_the_summary_counts_hosts_instances_and_hmc_requests(demo):
+    out = demo.stdout
+    summary = out[out.index('\n######## summary\n') :]
+    assert '   hosts: 3, cpc1 (CPCZ13, vHBAs), cpc10 (CPCZ13, vHBAs), z14host' in summary
+    assert '   instances booted: 3 (partitions the HMC started;' in summary
+    requests = re.search(
+        r'HMC requests in all: (\d+) \((\d+) caused by the calls above, (\d+)', summary
+    )
+    assert requests is not None, summary
+    total, by_calls, others = map(int, requests.groups())
+    assert total == by_calls + others and others > 0
+    hosts = [_totals(_section(out, h)) for h in (Z14_HOST, *VHBA_HOSTS)]
+    assert by_calls == sum(int(t['requests']) for t in hosts)
+    assert '   requests refused by the HMC: 0\n' in summary
+    assert 'dpm-backend exited with 0; Stopped; logged off 1 HMC sessions' in summary
+    assert (
+        'logons 1, logoffs 1, sessions open 0; '
+        'left by the demo: partitions [], storage groups []' in summary
+    )
+
+
+def test_full_names_a_demo_host():
+    from demo.__main__ import _arguments
+
+    assert _arguments([]).full == Z14_HOST
+    assert _arguments(['--full', 'cpc1']).full == 'cpc1'
+    with pytest.raises(SystemExit):
+        _arguments(['--full', 'cpc2'])
 
 
 def test_the_storage_group_host_runs_the_whole_lifecycle(demo):
