@@ -257,7 +257,7 @@ class GetVolumeConnectorResponse(_message.Message):
     def __init__(self, wwpns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SpawnRequest(_message.Message):
-    __slots__ = ("host", "instance_uuid", "flavor", "nics", "boot_volume", "leave_stopped", "data_volumes")
+    __slots__ = ("host", "instance_uuid", "flavor", "nics", "boot_volume", "leave_stopped", "data_volumes", "stop_other_hosts_partitions")
     HOST_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +265,7 @@ class SpawnRequest(_message.Message):
     BOOT_VOLUME_FIELD_NUMBER: _ClassVar[int]
     LEAVE_STOPPED_FIELD_NUMBER: _ClassVar[int]
     DATA_VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    STOP_OTHER_HOSTS_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     host: str
     instance_uuid: str
     flavor: Flavor
@@ -272,7 +273,8 @@ class SpawnRequest(_message.Message):
     boot_volume: FcBootVolume
     leave_stopped: bool
     data_volumes: _containers.RepeatedCompositeFieldContainer[FcBootVolume]
-    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., flavor: _Optional[_Union[Flavor, _Mapping]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., boot_volume: _Optional[_Union[FcBootVolume, _Mapping]] = ..., leave_stopped: _Optional[bool] = ..., data_volumes: _Optional[_Iterable[_Union[FcBootVolume, _Mapping]]] = ...) -> None: ...
+    stop_other_hosts_partitions: bool
+    def __init__(self, host: _Optional[str] = ..., instance_uuid: _Optional[str] = ..., flavor: _Optional[_Union[Flavor, _Mapping]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., boot_volume: _Optional[_Union[FcBootVolume, _Mapping]] = ..., leave_stopped: _Optional[bool] = ..., data_volumes: _Optional[_Iterable[_Union[FcBootVolume, _Mapping]]] = ..., stop_other_hosts_partitions: _Optional[bool] = ...) -> None: ...
 
 class SpawnResponse(_message.Message):
     __slots__ = ("info", "boot_os_specific_parameters")
