@@ -114,6 +114,9 @@ def add_request_id_to_log_records() -> None:
         request_id = _request_id.get()
         if request_id is not None:
             record.request_id = request_id
+            # oslo.log's ContextFormatter copies the record's context (else the
+            # thread's current oslo context, if any) onto the record: the call's.
+            record.context = {'request_id': request_id}
         return record
 
     factory.adds_request_id = True  # type: ignore[attr-defined]

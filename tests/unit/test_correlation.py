@@ -12,6 +12,7 @@ from dpmtest import write_config
 from google.rpc import error_details_pb2
 from google.rpc import status_pb2
 from oslo_config import cfg
+from oslo_context import context as oslo_context_mod
 from oslo_log import formatters
 
 from dpm_api.v1 import contract
@@ -149,7 +150,10 @@ def test_error_info_names_the_request_id_of_the_call_it_answers():
     assert correlation.current() is None
 
 
-def test_log_lines_of_a_call_show_its_id_and_the_others_format_as_before(tmp_path):
+def test_log_lines_of_a_call_show_its_id_and_the_others_format_as_before(tmp_path, monkeypatch):
+    # The backend process has no oslo context of its own; tests before this one
+    # may have left one current in this thread (Nova's).
+    monkeypatch.setattr(oslo_context_mod, 'get_current', lambda: None)
     conf = cfg.ConfigOpts()
     config_mod.load(['--config-file', str(write_config(tmp_path / 'c.conf', tmp_path / 's'))], conf)
     formatter = formatters.ContextFormatter(config=conf, project='dpm-backend')
