@@ -21,6 +21,7 @@ from dpm_backend import elements
 from dpm_backend import errors
 from dpm_backend import naming
 from dpm_backend import power
+from dpm_backend import resize
 from dpm_backend import states
 from dpm_backend import storage
 from dpm_backend.call import Call
@@ -151,7 +152,8 @@ def _ensure_partition(
     """The instance's partition, created (within the host's limits) if missing.
 
     One list of the host's partitions, read fresh, finds it and measures the
-    host's usage for the capacity check (sizes: see PartitionSizes).
+    host's usage for the capacity check (sizes: see PartitionSizes). An
+    existing one of other sizes is resized to the flavor (see resize).
     """
     path = storage.for_cpc(host.usable_facts(call))
     with host.create_lock:
@@ -159,6 +161,7 @@ def _ensure_partition(
         partition = owned.get(instance_uuid)
         if partition is not None:
             call.dialect.complete(partition, DEVICE_LIST_PROPERTIES)
+            resize.converge(call, host, partition, owned, flavor)
             return partition, False, path
         used = usage_of(host.sizes.of(call, p) for p in owned.values())
         host.check_capacity(used, flavor.vcpus, flavor.memory_mb)
