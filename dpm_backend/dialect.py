@@ -67,13 +67,15 @@ class Dialect:
     def list_partitions(
         self,
         cpc: zhmcclient.Cpc,
-        name_filter: str | None = None,
+        name_filter: str | list[str] | None = None,
         properties: tuple[str, ...] = (),
     ) -> list[zhmcclient.Partition]:
         """One List Partitions of the CPC.
 
-        Properties beyond the list's defaults come with it where the HMC
-        supports ``additional-properties``; elsewhere the caller reads them
+        A list of name filters matches any of them (zhmcclient sends each as
+        a ``name`` query parameter; the HMC ORs them). Properties beyond the
+        list's defaults come with it where the HMC supports
+        ``additional-properties``; elsewhere the caller reads them
         (:meth:`complete`), or knows them already.
         """
         extra = [name for name in properties if name not in PARTITION_LIST_DEFAULTS]

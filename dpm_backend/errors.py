@@ -150,6 +150,19 @@ def partition_not_stopped(name: str, status: str) -> DPMError:
     )
 
 
+def partition_running(
+    name: str, status: str, sizes: tuple[int, int], flavor: tuple[int, int]
+) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        pb.ERROR_REASON_PARTITION_RUNNING,
+        f'partition {name} has {sizes[0]} processors and {sizes[1]} MiB, the flavor asks '
+        f'for {flavor[0]} and {flavor[1]} MiB; it is {status}, and its sizes change only '
+        'while it is stopped',
+        partition_status=status,
+    )
+
+
 def partition_not_started(name: str, status: str) -> DPMError:
     why = {
         'paused': 'the boot failed (see the operating system messages of the partition)',

@@ -177,7 +177,8 @@ class PartitionSizes:
     knows the sizes of the partitions it created and reads any other one of
     its hosts once (one GET); HMC 2.16 lists them with the partitions, which
     refreshes them here. Sizes change only through this backend (a partition
-    is created with its flavor's size).
+    is created with its flavor's size and resized to another flavor, see
+    :mod:`dpm_backend.resize`).
     """
 
     def __init__(self) -> None:
@@ -317,18 +318,22 @@ class Host:
             raise errors.instance_not_found(self.name, instance_uuid)
         return partition
 
-    def check_capacity(self, used: Usage, vcpus: int, memory_mb: int) -> None:
-        """RESOURCE_EXHAUSTED unless the subset can hold one more partition this size."""
+    def check_capacity(self, used: Usage, vcpus: int, memory_mb: int, more: bool = False) -> None:
+        """RESOURCE_EXHAUSTED unless the subset can hold one more partition this size.
+
+        ``more``: the sizes are the growth of a partition counted in ``used``.
+        """
+        more_ = 'more ' if more else ''
         if used.vcpus + vcpus > self.config.max_processors:
             raise errors.capacity_exceeded(
                 self.name,
-                f'{vcpus} processors requested, {used.vcpus} of '
+                f'{vcpus} {more_}processors requested, {used.vcpus} of '
                 f'{self.config.max_processors} in use',
             )
         if used.memory_mb + memory_mb > self.config.max_memory:
             raise errors.capacity_exceeded(
                 self.name,
-                f'{memory_mb} MiB requested, {used.memory_mb} of '
+                f'{memory_mb} MiB {more_}requested, {used.memory_mb} of '
                 f'{self.config.max_memory} MiB in use',
             )
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+from collections.abc import Iterable
 from collections.abc import Iterator
 
 import zhmcclient
@@ -19,8 +20,10 @@ from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_backend import cmdline
 from dpm_backend import elements
 from dpm_backend import errors
+from dpm_backend import fencing
 from dpm_backend import naming
 from dpm_backend import power
+from dpm_backend import resize
 from dpm_backend import states
 from dpm_backend import storage
 from dpm_backend.call import Call
@@ -151,7 +154,8 @@ def _ensure_partition(
     """The instance's partition, created (within the host's limits) if missing.
 
     One list of the host's partitions, read fresh, finds it and measures the
-    host's usage for the capacity check (sizes: see PartitionSizes).
+    host's usage for the capacity check (sizes: see PartitionSizes). An
+    existing one of other sizes is resized to the flavor (see resize).
     """
     path = storage.for_cpc(host.usable_facts(call))
     with host.create_lock:
@@ -159,6 +163,7 @@ def _ensure_partition(
         partition = owned.get(instance_uuid)
         if partition is not None:
             call.dialect.complete(partition, DEVICE_LIST_PROPERTIES)
+            resize.converge(call, host, partition, owned, flavor)
             return partition, False, path
         used = usage_of(host.sizes.of(call, p) for p in owned.values())
         host.check_capacity(used, flavor.vcpus, flavor.memory_mb)
@@ -336,9 +341,18 @@ def _ensure_nics(
     return tokens
 
 
-def spawn(call: Call, host: Host, spec: SpawnSpec) -> tuple[Info, str]:
-    """Configure and start the partition; return it and the command line written."""
+def spawn(
+    call: Call, host: Host, spec: SpawnSpec, other_hosts: Iterable[Host] = ()
+) -> tuple[Info, str]:
+    """Configure and start the partition; return it and the command line written.
+
+    With ``spec.stop_other_hosts_partitions`` the instance's partitions of
+    ``other_hosts`` are stopped first (see fencing): if one cannot be, this
+    host's partition is neither changed nor started.
+    """
     storage.for_cpc(host.usable_facts(call)).check(spec)
+    if spec.stop_other_hosts_partitions:
+        fencing.stop_other_hosts_partitions(call, host, other_hosts, spec.instance_uuid)
     partition, created, path = _ensure_partition(call, host, spec.instance_uuid, spec.flavor)
     status = power.wait_for_steady(call, partition)
     if status in states.RUNNING:

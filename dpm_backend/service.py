@@ -358,7 +358,16 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             checked['spec'] = validation.spawn(request)
 
         def operation(call, host):
-            info, value = instance.spawn(call, host, checked['spec'])
+            spec = checked['spec']
+            others = [h for h in self._hosts.values() if h.name != host.name]
+            try:
+                info, value = instance.spawn(call, host, spec, others)
+            finally:
+                if spec.stop_other_hosts_partitions:
+                    # Their partitions of the instance may have been stopped.
+                    for other in others:
+                        cpc = other.config.cpc_object_id
+                        self.snapshots.mark(cpc, other.name, spec.instance_uuid)
             return pb.SpawnResponse(info=_info(info), boot_os_specific_parameters=value)
 
         return self._call(

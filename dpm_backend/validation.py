@@ -60,6 +60,7 @@ class SpawnSpec:
     boot_volume: BootVolume
     leave_stopped: bool = False
     data_volumes: tuple[BootVolume, ...] = ()
+    stop_other_hosts_partitions: bool = False
 
 
 def instance_uuid(value: str, field: str = 'instance_uuid') -> str:
@@ -234,4 +235,5 @@ def spawn(request: pb.SpawnRequest) -> SpawnSpec:
         boot_volume=boot_volume(request.boot_volume, request.HasField('boot_volume')),
         leave_stopped=request.leave_stopped,
         data_volumes=data_volumes(request.data_volumes),
+        stop_other_hosts_partitions=request.stop_other_hosts_partitions,
     )

@@ -470,7 +470,14 @@ class Simulator:
     def _update_partition(self, method: str, uri: str, path: str, body: Any) -> Reply:
         partition = self._lookup(path, uri)
         operations.refuse_read_only(body, rules.PARTITION_READ_ONLY)
-        if partition.properties.get('status') in rules.UPDATE_NOT_IN:
+        status = partition.properties.get('status')
+        if status in rules.UPDATE_NOT_IN:
+            raise HmcError(409, rules.INVALID_STATE_REASON, rules.INVALID_STATE_MESSAGE)
+        changes = body if isinstance(body, dict) else {}
+        if status not in rules.STOPPED_ONLY_FROM and any(
+            name in rules.STOPPED_ONLY_PROPERTIES and value != partition.properties.get(name)
+            for name, value in changes.items()
+        ):
             raise HmcError(409, rules.INVALID_STATE_REASON, rules.INVALID_STATE_MESSAGE)
         storage.check_partition_boot(
             self._hmc, self.definition.api_version, partition.manager.parent, partition, body

@@ -116,6 +116,18 @@ READ_ONLY_REASON = 6
 # module ("This is required for updating properties": ans common.py
 # wait_for_transition_completion): the HMC refuses it then, 409,1.
 UPDATE_NOT_IN = frozenset({'starting', 'stopping'})
+# Properties Update Partition Properties changes only while the partition runs
+# nothing. IBM's module marks each property's "update_while_active" (ans
+# zhmc_partition.py ZHMC_PARTITION_PROPERTIES ~965-979): 'ifl-processors' and
+# 'initial-memory' may change on an active partition, 'maximum-memory' may not
+# (the module stops the partition before changing it: ans zhmc_partition.py
+# ~1982-1987, module_utils/common.py process_normal_property). A change of
+# these in another status than STOPPED_ONLY_FROM (the statuses the module's
+# stop leaves, as for Delete Partition) is refused with 409,1 like the other
+# operations on a partition in the wrong status; that reason code is
+# UNVERIFIED. The same value as before is not a change and is accepted.
+STOPPED_ONLY_PROPERTIES = frozenset({'maximum-memory'})
+STOPPED_ONLY_FROM = DELETE_FROM
 
 # --- Request bodies ---------------------------------------------------------------
 

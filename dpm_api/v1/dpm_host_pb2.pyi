@@ -32,6 +32,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_INSTANCE_BUSY: _ClassVar[ErrorReason]
     ERROR_REASON_PARTITION_NOT_STARTED: _ClassVar[ErrorReason]
     ERROR_REASON_HOST_NOT_READY: _ClassVar[ErrorReason]
+    ERROR_REASON_PARTITION_RUNNING: _ClassVar[ErrorReason]
 
 class PowerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -68,6 +69,7 @@ ERROR_REASON_PERMISSION_DENIED: ErrorReason
 ERROR_REASON_INSTANCE_BUSY: ErrorReason
 ERROR_REASON_PARTITION_NOT_STARTED: ErrorReason
 ERROR_REASON_HOST_NOT_READY: ErrorReason
+ERROR_REASON_PARTITION_RUNNING: ErrorReason
 POWER_STATE_UNSPECIFIED: PowerState
 POWER_STATE_RUNNING: PowerState
 POWER_STATE_SHUTDOWN: PowerState

@@ -46,9 +46,10 @@ class DPMHostStub:
     FAILED_PRECONDITION  the CPC is not usable (not in DPM mode, not
     operating, unsupported storage path), the host
     failed its start-up checks (HOST_NOT_READY), the
-    partition is in a state that forbids the operation,
-    or a start left it paused or in reservation-error
-    (PARTITION_NOT_STARTED).
+    partition is in a state that forbids the operation
+    (PARTITION_RUNNING: another flavor than its sizes
+    while it is not stopped), or a start left it paused
+    or in reservation-error (PARTITION_NOT_STARTED).
     RESOURCE_EXHAUSTED   the CPC subset, the NIC limit or the kernel command
     line is full, or the backend sheds load.
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
@@ -155,9 +156,10 @@ class DPMHostServicer:
     FAILED_PRECONDITION  the CPC is not usable (not in DPM mode, not
     operating, unsupported storage path), the host
     failed its start-up checks (HOST_NOT_READY), the
-    partition is in a state that forbids the operation,
-    or a start left it paused or in reservation-error
-    (PARTITION_NOT_STARTED).
+    partition is in a state that forbids the operation
+    (PARTITION_RUNNING: another flavor than its sizes
+    while it is not stopped), or a start left it paused
+    or in reservation-error (PARTITION_NOT_STARTED).
     RESOURCE_EXHAUSTED   the CPC subset, the NIC limit or the kernel command
     line is full, or the backend sheds load.
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs
@@ -216,10 +218,13 @@ class DPMHostServicer:
         """PrepareInstance creates the stopped partition and its vHBAs (on a
         storage-group CPC: its storage group), so that the
         volume connector exists before Nova attaches the boot volume. Idempotent:
-        a retry for the same instance converges on the same partition. Codes:
+        a retry for the same instance converges on the same partition. An
+        existing, stopped partition of another size is resized to the flavor
+        (a resize or cold migration back to a host that kept it). Codes:
         INVALID_ARGUMENT, NOT_FOUND (unknown host), RESOURCE_EXHAUSTED (the CPC
-        subset cannot hold the flavor, or the backend is busy),
-        FAILED_PRECONDITION (CPC not usable), UNAVAILABLE,
+        subset cannot hold the flavor or its growth, or the backend is busy),
+        FAILED_PRECONDITION (CPC not usable; PARTITION_RUNNING: the existing
+        partition has other sizes and is not stopped), UNAVAILABLE,
         DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -238,10 +243,13 @@ class DPMHostServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Spawn(self, request, context):
-        """Spawn creates the partition if needed, attaches the NICs to their virtual
-        switches, writes the NIC tokens into the kernel command line, sets the FC
-        boot properties, starts the partition (unless leave_stopped) and waits
-        until it is active.
+        """Spawn creates the partition if needed (an existing, stopped one of
+        another size is resized to the flavor, as by PrepareInstance), attaches
+        the NICs to their virtual switches, writes the NIC tokens into the kernel
+        command line, sets the FC boot properties, starts the partition (unless
+        leave_stopped) and waits until it is active. With
+        stop_other_hosts_partitions it first stops the instance's partitions of
+        the backend's other hosts; if one cannot be stopped, nothing is started.
         Idempotent: a retry converges; an active, configured partition is left
         as it is. On failure what this call created is removed again. Codes:
         INVALID_ARGUMENT (also image boot, unsupported VIF or VLAN),
@@ -249,7 +257,9 @@ class DPMHostServicer:
         capacity, more than 12 NICs, command line over 256 characters, busy),
         FAILED_PRECONDITION (CPC not usable, boot volume not reachable
         through the boot vHBA or the storage group, partition state, PARTITION_NOT_STARTED
-        when the start ends paused or in reservation-error), UNAVAILABLE,
+        when the start ends paused or in reservation-error, PARTITION_RUNNING
+        when an existing partition of other sizes is not stopped), UNAVAILABLE
+        (also: another host's partition of the instance could not be stopped),
         DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -418,9 +428,10 @@ class DPMHost:
     FAILED_PRECONDITION  the CPC is not usable (not in DPM mode, not
     operating, unsupported storage path), the host
     failed its start-up checks (HOST_NOT_READY), the
-    partition is in a state that forbids the operation,
-    or a start left it paused or in reservation-error
-    (PARTITION_NOT_STARTED).
+    partition is in a state that forbids the operation
+    (PARTITION_RUNNING: another flavor than its sizes
+    while it is not stopped), or a start left it paused
+    or in reservation-error (PARTITION_NOT_STARTED).
     RESOURCE_EXHAUSTED   the CPC subset, the NIC limit or the kernel command
     line is full, or the backend sheds load.
     UNAVAILABLE          the HMC cannot be reached; safe to retry for RPCs

@@ -244,6 +244,7 @@ def spawn_requests(draw) -> pb.SpawnRequest:
         host=draw(host_names),
         instance_uuid=draw(st.one_of(canonical_uuids, uuid_strings)),
         nics=draw(nic_lists),
+        stop_other_hosts_partitions=draw(st.booleans()),
     )
     if draw(st.integers(0, 9)):
         request.flavor.CopyFrom(draw(flavors))
@@ -347,6 +348,8 @@ VALID = {
         flavor=valid_flavors,
         nics=st.lists(valid_nics, max_size=contract.MAX_NICS, unique_by=lambda n: n.port_id),
         boot_volume=valid_boot_volumes,
+        # Evacuate: the instance's partitions of the other hosts are stopped first.
+        stop_other_hosts_partitions=st.booleans(),
     ),
     'Destroy': valid_instance_requests(pb.DestroyRequest),
     'PowerOff': valid_instance_requests(pb.PowerOffRequest),

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 import zhmcclient
+from sim.simtest import ACTIVE_PARTITION
 from sim.simtest import CPCZ13
 from sim.simtest import CPCZ14
 from sim.simtest import STOPPED_PARTITION
@@ -171,3 +172,25 @@ def test_new_partitions_get_object_ids_unique_on_the_hmc(hmc):
     with pytest.raises(zhmcclient.HTTPError) as refused:
         z13.partitions.create({'name': 'OWN-ID', 'object-id': 'mine', **body})
     assert (refused.value.http_status, refused.value.reason) == (400, 6)
+
+
+def test_maximum_memory_changes_only_while_the_partition_is_stopped(hmc):
+    """As IBM's module: processors and initial memory change on an active partition,
+    maximum memory only on a stopped one (it stops the partition first)."""
+    active = partition(connect(hmc), ACTIVE_PARTITION)
+    active.pull_full_properties()
+    maximum = active.properties['maximum-memory']
+    with pytest.raises(zhmcclient.HTTPError) as refused:
+        active.update_properties({'maximum-memory': maximum * 2})
+    assert (refused.value.http_status, refused.value.reason) == (409, 1)
+    # The same value is no change; processors and initial memory may change.
+    active.update_properties({'maximum-memory': maximum, 'ifl-processors': 3})
+    active.update_properties({'initial-memory': maximum})
+    active.pull_full_properties()
+    assert active.properties['maximum-memory'] == maximum
+    assert active.properties['ifl-processors'] == 3
+
+    stopped = partition(connect(hmc), STOPPED_PARTITION)
+    stopped.update_properties({'initial-memory': 4096, 'maximum-memory': 4096})
+    stopped.pull_full_properties()
+    assert stopped.properties['maximum-memory'] == 4096
