@@ -104,20 +104,20 @@ def nova():
 
 
 def host_driver(host: str):
-    """A DPMDriver for ``host``; nova-compute would take it from [DEFAULT]host."""
-    _, _, _, _, fake, dpm_driver = nova()
+    """A DPMDriver for ``host``: it reads [DEFAULT]host (and [dpm]) when created."""
+    conf, _, _, _, fake, dpm_driver = nova()
 
     class HostDriver(dpm_driver):
-        @property
-        def _host(self) -> str:
-            return host
-
         @property
         def _node_uuid(self) -> str:
             # Each nova-compute keeps its own $state_path/compute_id; one per host here.
             return str(uuid.uuid5(uuid.NAMESPACE_URL, f'nova-compute/{host}'))
 
-    return HostDriver(fake.FakeVirtAPI())
+    conf.set_override('host', host)
+    try:
+        return HostDriver(fake.FakeVirtAPI())
+    finally:
+        conf.clear_override('host')
 
 
 def new_instance(host: str, vcpus: int = 1, memory_mb: int = 512, instance_uuid: str = ''):
@@ -130,6 +130,8 @@ def new_instance(host: str, vcpus: int = 1, memory_mb: int = 512, instance_uuid:
     return BenchInstance(
         uuid=instance_uuid or str(uuid.uuid4()),
         host=host,
+        vm_state='building',
+        task_state=None,
         image_ref='',
         system_metadata={},
         flavor=objects.Flavor(vcpus=vcpus, memory_mb=memory_mb),

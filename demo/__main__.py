@@ -221,6 +221,8 @@ def _demo_instance(objects, host: str, transcript: Transcript):
     return DemoInstance(
         uuid=str(uuid.uuid4()),
         host=host,
+        vm_state='active',
+        task_state=None,
         image_ref='',
         system_metadata={},
         flavor=objects.Flavor(vcpus=2, memory_mb=4096),

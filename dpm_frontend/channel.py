@@ -10,6 +10,7 @@ share these rules.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -34,12 +35,39 @@ def nova_conf(option: str) -> str:
 class Options(Protocol):
     """The ``[dpm]`` options this module reads (an oslo.config group fits)."""
 
+    @property
+    def backend(self) -> str: ...
+    @property
+    def allow_insecure_loopback(self) -> bool: ...
+    @property
+    def tls_ca_file(self) -> str | None: ...
+    @property
+    def tls_cert_file(self) -> str | None: ...
+    @property
+    def tls_key_file(self) -> str | None: ...
+    @property
+    def token_file(self) -> str | None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Transport:
+    """The options of :class:`Options`, read once (an :class:`Options` itself).
+
+    Several compute services can run in one process (Nova's functional
+    tests start one per host and change the configuration between them):
+    each driver keeps the backend and credentials it was started with.
+    """
+
     backend: str
     allow_insecure_loopback: bool
     tls_ca_file: str | None
     tls_cert_file: str | None
     tls_key_file: str | None
     token_file: str | None
+
+    @classmethod
+    def of(cls, options: Options) -> Transport:
+        return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(cls)})
 
 
 class TransportRefused(Exception):

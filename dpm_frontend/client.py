@@ -142,15 +142,16 @@ def to_nova_exception(
     return DPMBackendError(reason=f'{failure.code.name}: {message}')
 
 
-def open_channel(conf) -> grpc.Channel:
-    """A channel to the backend as ``[dpm]`` describes it (see dpm_frontend.channel).
+def open_channel(options: channel_mod.Options) -> grpc.Channel:
+    """A channel to the backend as ``options`` (the ``[dpm]`` group, or a
+    :class:`~dpm_frontend.channel.Transport` read from it) describe it.
 
     Raises:
         DPMConfigError: plaintext TCP that is not allowed, some but not all of
             the TLS files, or a TLS file that cannot be read.
     """
     try:
-        return channel_mod.open_channel(conf.dpm)
+        return channel_mod.open_channel(options)
     except channel_mod.TransportRefused as exc:
         raise DPMConfigError(reason=str(exc)) from None
 
@@ -164,14 +165,16 @@ class BackendClient:
         conf,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        transport: channel_mod.Options | None = None,
     ):
+        """``transport``: where the token file is named (default: ``conf.dpm``)."""
         self._channel = channel
         self._stub = pb_grpc.DPMHostStub(channel)
         self._conf = conf
         self._sleep = sleep
         self._clock = clock
         try:
-            self._metadata = channel_mod.token_metadata(conf.dpm)
+            self._metadata = channel_mod.token_metadata(transport or conf.dpm)
         except channel_mod.TransportRefused as exc:
             raise DPMConfigError(reason=str(exc)) from None
 

@@ -14,6 +14,8 @@ import threading
 import time
 
 import os_resource_classes as orc
+from nova.compute import task_states
+from nova.compute import vm_states
 from nova.conf import CONF
 from nova.context import get_admin_context
 from nova.objects import fields as obj_fields
@@ -22,6 +24,7 @@ from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
 from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_frontend import channel as channel_mod
 from dpm_frontend import client as client_mod
 from dpm_frontend import conf as dpm_conf
 from dpm_frontend import translate
@@ -37,6 +40,27 @@ dpm_conf.register_opts(CONF)
 # How long a host status read by get_available_resource is reused by the
 # update_provider_tree call of the same resource-tracker pass.
 STATUS_REUSE_SECONDS = 10
+
+# Task states in which Nova builds the instance on this host from a partition
+# that may not exist here yet, and asks for this host's volume connector
+# before the driver call that builds it: RESIZE_FINISH on the destination of
+# a resize or cold migration (_finish_resize updates the volume attachments
+# before finish_migration), and the rebuild states of an evacuation or
+# rebuild (the volumes are detached, then attached with this host's
+# connector, before spawn). In these states the connector prepares the
+# partition, also when WWPNs are stored for this host: a rebuild here destroys
+# the partition before it asks, and the new one has initiators of its own. In
+# no other state does it create one: after a destroy (delete, a revert on the
+# destination, the cleanup of an evacuated instance) Nova asks for the
+# connector of the partition just deleted.
+BUILDING_HERE = frozenset(
+    {
+        task_states.RESIZE_FINISH,
+        task_states.REBUILDING,
+        task_states.REBUILD_BLOCK_DEVICE_MAPPING,
+        task_states.REBUILD_SPAWNING,
+    }
+)
 
 
 def _eventlet_patched() -> bool:
@@ -59,23 +83,27 @@ class DPMDriver(driver.ComputeDriver):
         'supports_attach_interface': False,
         'supports_multiattach': False,
         'supports_extend_volume': False,
-        'supports_evacuate': False,
+        # The same FC boot volume, attached to a partition on the destination.
+        'supports_evacuate': True,
+        # A resize moves the partition to another host (see
+        # migrate_disk_and_power_off): no COMPUTE_SAME_HOST_COLD_MIGRATE.
         'supports_migrate_to_same_host': False,
         'supports_trusted_certs': False,
     }
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
+        # Read once: several compute services can run in one process (Nova's
+        # functional tests change CONF.host and [dpm] between starting them),
+        # each with the Nova host and the backend it was started for.
+        self._host: str = CONF.host
+        self._transport = channel_mod.Transport.of(CONF.dpm)
         self._client: client_mod.BackendClient | None = None
         self._client_lock = threading.Lock()
         self._status: tuple[float, pb.HostStatus] | None = None
         self._node: str | None = None
 
     # -- plumbing ---------------------------------------------------------
-
-    @property
-    def _host(self) -> str:
-        return CONF.host
 
     def _connect(self) -> client_mod.BackendClient:
         """The backend client, built on first use; building it sends nothing.
@@ -84,7 +112,9 @@ class DPMDriver(driver.ComputeDriver):
         """
         with self._client_lock:
             if self._client is None:
-                self._client = client_mod.BackendClient(client_mod.open_channel(CONF), CONF)
+                self._client = client_mod.BackendClient(
+                    client_mod.open_channel(self._transport), CONF, transport=self._transport
+                )
             return self._client
 
     @property
@@ -145,13 +175,17 @@ class DPMDriver(driver.ComputeDriver):
             status = self._host_status()
         except exception.VirtDriverNotReady:
             raise client_mod.DPMBackendError(
-                reason=f'dpm-backend at {CONF.dpm.backend} (or its HMC) cannot be reached; '
-                'check that the backend runs and [dpm] backend names its socket'
+                reason=f'dpm-backend at {self._transport.backend} (or its HMC) cannot be '
+                'reached; check that the backend runs and [dpm] backend names its socket'
             ) from None
         except exception.ComputeResourcesUnavailable as exc:
             raise client_mod.DPMBackendError(
                 reason=f'host {host} cannot run instances: {exc}'
             ) from None
+        # Nova's node identity, read while the service starts (and kept).
+        LOG.debug(
+            'DPM host %(host)s: compute node %(node)s', {'host': host, 'node': self._node_uuid}
+        )
         LOG.info(
             'DPM host %(host)s: CPC %(cpc)s, %(vcpus)d IFLs, %(mem)d MiB, storage path %(path)s',
             {
@@ -284,13 +318,7 @@ class DPMDriver(driver.ComputeDriver):
     def prepare_for_spawn(self, instance):
         """Create the partition and its vHBAs: Nova asks for the connector next."""
         translate.refuse_image_boot(instance)
-        reply = self._call(
-            'PrepareInstance',
-            pb.PrepareInstanceRequest(**self._ids(instance), flavor=translate.flavor(instance)),
-            CONF.dpm.prepare_deadline,
-            instance=instance,
-        )
-        self._store_wwpns(instance, list(reply.wwpns))
+        self._prepare(instance)
 
     def prepare_networks_before_block_device_mapping(self, instance, network_info):
         translate.check_vifs(instance, network_info)
@@ -298,14 +326,40 @@ class DPMDriver(driver.ComputeDriver):
     def failed_spawn_cleanup(self, instance):
         self._destroy(instance)
 
+    def _prepare(self, instance, context=None) -> list[str]:
+        """The instance's stopped partition here with the flavor it has now; its WWPNs, stored.
+
+        Idempotent: an existing partition is reused (and a stopped one
+        given the flavor's sizes).
+        """
+        reply = self._call(
+            'PrepareInstance',
+            pb.PrepareInstanceRequest(**self._ids(instance), flavor=translate.flavor(instance)),
+            CONF.dpm.prepare_deadline,
+            instance=instance,
+            context=context,
+        )
+        wwpns = list(reply.wwpns)
+        self._store_wwpns(instance, wwpns)
+        return wwpns
+
     def _store_wwpns(self, instance, wwpns: list[str]) -> None:
+        key = translate.wwpns_key(self._host)
         value = ','.join(wwpns)
-        if instance.system_metadata.get(translate.WWPNS_KEY) != value:
-            instance.system_metadata[translate.WWPNS_KEY] = value
+        if instance.system_metadata.get(key) != value:
+            instance.system_metadata[key] = value
             instance.save()
 
-    def get_volume_connector(self, instance):
-        wwpns = translate.stored_wwpns(instance)
+    def _forget_wwpns(self, instance, host: str) -> None:
+        """Drop the WWPNs stored for ``host``, whose partition is gone and no longer asked for."""
+        key = translate.wwpns_key(host)
+        if key in instance.system_metadata:
+            del instance.system_metadata[key]
+            instance.save()
+
+    def _wwpns(self, instance) -> list[str]:
+        """This host's WWPNs of the instance: stored, else read from its partition."""
+        wwpns = translate.stored_wwpns(instance, self._host)
         if wwpns is None:
             reply = self._call(
                 'GetVolumeConnector',
@@ -315,12 +369,56 @@ class DPMDriver(driver.ComputeDriver):
             )
             wwpns = list(reply.wwpns)
             self._store_wwpns(instance, wwpns)
+        return wwpns
+
+    def get_volume_connector(self, instance):
+        """This host's initiators of the instance (another host's partition has its own).
+
+        While Nova builds the instance here from a move or a rebuild
+        (BUILDING_HERE), the partition is prepared first: Nova asks before
+        the call that builds it. The flavor is the instance's at that point:
+        the new one on the destination of a resize (_finish_resize sets it
+        before), the unchanged one on an evacuation.
+        """
+        if instance.task_state in BUILDING_HERE:
+            wwpns = self._prepare(instance)
+        else:
+            wwpns = self._wwpns(instance)
         return translate.connector(instance.uuid, wwpns)
 
     def _neutron_failed(self, event_name, instance):
         LOG.error('Neutron reported failure on event %s', event_name, instance=instance)
         if CONF.vif_plugging_is_fatal:
             raise exception.VirtualInterfaceCreateException()
+
+    def _spawn_request(
+        self, instance, network_info, block_device_info, leave_stopped: bool, fence: bool
+    ) -> pb.SpawnRequest:
+        """Spawn with this host's initiators, the NICs and volumes Nova gives now.
+
+        ``fence``: the backend stops the instance's partitions on its other
+        hosts before this one starts (see SpawnRequest.stop_other_hosts_partitions).
+        """
+        translate.check_vifs(instance, network_info)
+        wwpns = self._wwpns(instance)
+        boot_volume = translate.boot_volume(block_device_info, wwpns)
+        if boot_volume is None:
+            raise exception.InstanceUnacceptable(
+                instance_id=instance.uuid,
+                reason='no fibre channel boot volume (boot_index 0) in the block device mapping',
+            )
+        return pb.SpawnRequest(
+            **self._ids(instance),
+            flavor=translate.flavor(instance),
+            nics=translate.nics(network_info),
+            boot_volume=boot_volume,
+            leave_stopped=leave_stopped,
+            data_volumes=translate.data_volumes(block_device_info, wwpns),
+            stop_other_hosts_partitions=fence,
+        )
+
+    def _spawn(self, context, instance, request: pb.SpawnRequest) -> None:
+        self._call('Spawn', request, CONF.dpm.spawn_deadline, instance=instance, context=context)
 
     def spawn(
         self,
@@ -336,14 +434,6 @@ class DPMDriver(driver.ComputeDriver):
         accel_info=None,
     ):
         translate.refuse_image_boot(instance)
-        translate.check_vifs(instance, network_info)
-        wwpns = self.get_volume_connector(instance)['wwpns']
-        boot_volume = translate.boot_volume(block_device_info, wwpns)
-        if boot_volume is None:
-            raise exception.InstanceUnacceptable(
-                instance_id=instance.uuid,
-                reason='no fibre channel boot volume (boot_index 0) in the block device mapping',
-            )
         timeout = CONF.vif_plugging_timeout
         events = (
             [
@@ -354,13 +444,15 @@ class DPMDriver(driver.ComputeDriver):
             if power_on and timeout
             else []
         )
-        request = pb.SpawnRequest(
-            **self._ids(instance),
-            flavor=translate.flavor(instance),
-            nics=translate.nics(network_info),
-            boot_volume=boot_volume,
+        # An evacuation (or rebuild) spawns here: the source's partition may
+        # still run on a CPC this backend serves, and must be stopped before
+        # this one boots from the same FC volume.
+        request = self._spawn_request(
+            instance,
+            network_info,
+            block_device_info,
             leave_stopped=bool(events) or not power_on,
-            data_volumes=translate.data_volumes(block_device_info, wwpns),
+            fence=instance.task_state == task_states.REBUILD_SPAWNING,
         )
         try:
             with self.virtapi.wait_for_instance_event(
@@ -368,9 +460,7 @@ class DPMDriver(driver.ComputeDriver):
             ):
                 # networking-dpm sees the NICs once they exist on the HMC and
                 # then reports the ports plugged; the partition starts after.
-                self._call(
-                    'Spawn', request, CONF.dpm.spawn_deadline, instance=instance, context=context
-                )
+                self._spawn(context, instance, request)
         except exception.InstanceEventTimeout:
             if CONF.vif_plugging_is_fatal:
                 raise exception.VirtualInterfaceCreateException() from None
@@ -378,19 +468,131 @@ class DPMDriver(driver.ComputeDriver):
         if events:
             self.power_on(context, instance, network_info, block_device_info)
 
+    # -- instances: moving ------------------------------------------------
+    #
+    # A cold move is "stop here, attach the same FC volume there, start
+    # there": nothing is copied. Nova's resize and cold migration call, in
+    # order: migrate_disk_and_power_off (source), get_volume_connector and
+    # finish_migration (destination), then confirm_migration (source) or
+    # destroy (destination) and finish_revert_migration (source).
+
+    @staticmethod
+    def _migration_of(context, instance):
+        """The Migration of the move under way: the destination's claim recorded its id."""
+        if instance.migration_context is not None:
+            return objects.Migration.get_by_id(context, instance.migration_context.migration_id)
+        return objects.Migration.get_by_instance_and_status(context, instance.uuid, 'migrating')
+
+    def migrate_disk_and_power_off(
+        self,
+        context,
+        instance,
+        dest,
+        flavor,
+        network_info,
+        block_device_info=None,
+        timeout=0,
+        retry_interval=0,
+    ):
+        """Source: stop the partition; there is no disk to copy ('' disk info).
+
+        A resize on the same host is refused before anything changes (``dest``
+        is an address, which hosts on one nova-compute machine share: the
+        Migration names the hosts). InstanceFaultRollback returns the
+        instance to its state with the reason as its fault.
+        """
+        migration = self._migration_of(context, instance)
+        if migration.dest_compute == self._host:
+            raise exception.InstanceFaultRollback(
+                exception.ResizeError(
+                    reason=f'the DPM driver cannot resize an instance on its own host '
+                    f'({self._host}): a resize moves the partition to another host. '
+                    'Resize again when another host has room, or set '
+                    'allow_resize_to_same_host = false so that Nova picks another host.'
+                )
+            )
+        # DPM stops a partition hard: timeout and retry_interval do not apply.
+        self.power_off(instance)
+        return ''
+
+    def finish_migration(
+        self,
+        context,
+        migration,
+        instance,
+        disk_info,
+        network_info,
+        image_meta,
+        resize_instance,
+        allocations,
+        block_device_info=None,
+        power_on=True,
+        share_info=None,
+    ):
+        """Destination: the partition with the instance's (new) flavor, booting the same volume.
+
+        The connector Nova asked for before prepared the partition; preparing
+        again is idempotent and gives a stopped partition left by an earlier
+        attempt the flavor's sizes. ``block_device_info`` carries the
+        connection Cinder made for this host's initiators. No wait for
+        network-vif-plugged, as libvirt's finish_migration: the ports stay
+        active through a move, so Neutron may send no event.
+        """
+        self._prepare(instance, context)
+        request = self._spawn_request(
+            instance, network_info, block_device_info, leave_stopped=not power_on, fence=False
+        )
+        self._spawn(context, instance, request)
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        """Source: its partition, stopped since the move, goes, and so do its stored WWPNs.
+
+        Nothing asks for this host's connector afterwards: Nova ended the
+        source's volume connections when the move began.
+        """
+        if not self._destroy(instance, context, keep_wwpns=False):
+            LOG.info('Source partition already gone', instance=instance)
+
+    def finish_revert_migration(
+        self,
+        context,
+        instance,
+        network_info,
+        migration,
+        block_device_info=None,
+        power_on=True,
+        share_info=None,
+    ):
+        """Source: the partition, stopped since the move, runs again with the old flavor.
+
+        Spawn converges on it: its NICs exist, and the boot volume is the
+        connection Cinder made again for this host's initiators. The
+        destination destroyed its partition before (Nova's revert_resize
+        there), so the WWPNs stored for it are dropped. No wait for
+        network-vif-plugged: the NICs never went away.
+        """
+        request = self._spawn_request(
+            instance, network_info, block_device_info, leave_stopped=not power_on, fence=False
+        )
+        self._spawn(context, instance, request)
+        if migration.dest_compute != self._host:
+            self._forget_wwpns(instance, migration.dest_compute)
+
     # -- instances: lifecycle -------------------------------------------
 
-    def _destroy(self, instance, context=None) -> bool:
-        """Destroy the partition; keep the WWPNs it had if none were stored.
+    def _destroy(self, instance, context=None, keep_wwpns: bool = True) -> bool:
+        """Destroy this host's partition of the instance; whether there was one.
 
         Nova asks for the volume connector after destroy (to end the volume
-        connections), when the HMC no longer knows the WWPNs. An instance
-        whose connector was never asked for here (one the original nova-dpm
-        created) has none stored: Destroy reads them before it deletes, and
-        they are stored before returning. Stored ones are kept, also when a
-        retried Destroy finds nothing left.
+        connections), when the HMC no longer knows the WWPNs: with
+        ``keep_wwpns`` they stay stored. An instance whose connector was
+        never asked for here (one the original nova-dpm created) has none
+        stored: Destroy reads them before it deletes, and they are stored
+        before returning. Stored ones are kept, also when a retried Destroy
+        finds nothing left. Without ``keep_wwpns`` (nothing will ask for
+        this host's connector again) they are dropped.
         """
-        known = translate.stored_wwpns(instance) is not None
+        known = not keep_wwpns or translate.stored_wwpns(instance, self._host) is not None
         reply = self._call(
             'Destroy',
             pb.DestroyRequest(**self._ids(instance), wwpns_known=known),
@@ -398,7 +600,9 @@ class DPMDriver(driver.ComputeDriver):
             instance=instance,
             context=context,
         )
-        if not known and reply.wwpns:
+        if not keep_wwpns:
+            self._forget_wwpns(instance, self._host)
+        elif not known and reply.wwpns:
             self._store_wwpns(instance, list(reply.wwpns))
         return reply.existed
 
@@ -413,7 +617,11 @@ class DPMDriver(driver.ComputeDriver):
     ):
         # The WWPNs stay in (or are now stored into) system_metadata: Nova
         # asks for the connector after this to end the volume connections.
-        if not self._destroy(instance, context):
+        # Except when the instance lives on another host now: Nova removes
+        # what an evacuation left here, and its connections were moved
+        # already (_destroy_evacuated_instances asks for no connector).
+        elsewhere = instance.host is not None and instance.host != self._host
+        if not self._destroy(instance, context, keep_wwpns=not elsewhere):
             LOG.info('Partition already gone', instance=instance)
 
     def cleanup(
@@ -468,6 +676,9 @@ class DPMDriver(driver.ComputeDriver):
         accel_info=None,
         share_info=None,
     ):
+        if reboot_type == 'HARD' and instance.vm_state == vm_states.ERROR:
+            self._recover(context, instance, network_info, block_device_info)
+            return
         if reboot_type != 'HARD':
             LOG.info('DPM has no soft reboot; rebooting hard', instance=instance)
         self._call(
@@ -475,6 +686,32 @@ class DPMDriver(driver.ComputeDriver):
             pb.RebootRequest(**self._ids(instance)),
             CONF.dpm.power_deadline,
             idempotent=False,
+            instance=instance,
+            failure=lambda m: exception.InstanceRebootFailure(reason=m),
+            context=context,
+        )
+
+    def _recover(self, context, instance, network_info, block_device_info) -> None:
+        """A hard reboot of an instance in ERROR: stop, configure as Nova says now, start.
+
+        An operation that failed part way (a move whose finish_migration
+        failed, say) can leave the partition without its NICs or boot
+        volume, or with other sizes: a plain stop and start would not boot
+        it. Spawn converges on it instead, as libvirt's hard reboot rebuilds
+        its domain. Nova says the instance lives on this host: the backend
+        stops its partitions on other hosts before this one starts.
+        """
+        LOG.info(
+            'Hard reboot of an instance in ERROR: reconfiguring its partition', instance=instance
+        )
+        self.power_off(instance)
+        request = self._spawn_request(
+            instance, network_info, block_device_info, leave_stopped=False, fence=True
+        )
+        self._call(
+            'Spawn',
+            request,
+            CONF.dpm.spawn_deadline,
             instance=instance,
             failure=lambda m: exception.InstanceRebootFailure(reason=m),
             context=context,
@@ -501,7 +738,7 @@ class DPMDriver(driver.ComputeDriver):
         """vHBA CPCs: nothing on the HMC (the guest scans its vHBAs); storage-group
         CPCs: the backend defines the volume in the instance's group and finds it."""
         self._check_fc_volume(connection_info)
-        wwpns = self.get_volume_connector(instance)['wwpns']
+        wwpns = self._wwpns(instance)
         volume = translate.fc_volume(
             connection_info, wwpns, self._volume_size(context, connection_info, instance), 'volume'
         )

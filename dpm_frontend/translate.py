@@ -17,10 +17,13 @@ from nova import exception
 LOG = logging.getLogger(__name__)
 
 FIBRE_CHANNEL = 'fibre_channel'
-# instance.system_metadata key holding the initiator WWPNs (vHBAs or storage
-# group): Nova asks for the volume connector after destroy, when the HMC no
-# longer knows them. Stored by prepare, the first connector, or, for an
-# instance without them (created by the original nova-dpm), by destroy.
+# Prefix of the instance.system_metadata keys holding the initiator WWPNs
+# (vHBAs or storage group) of the instance's partition on one Nova host
+# (WWPNS_KEY + ':' + host): Nova asks for the volume connector after destroy,
+# when the HMC no longer knows them. Stored by prepare, the first connector,
+# or, for an instance without them (created by the original nova-dpm), by
+# destroy. One key per host: during a move the source's and the destination's
+# partitions have initiators of their own.
 WWPNS_KEY = 'dpm_wwpns'
 
 POWER_STATES = {
@@ -179,8 +182,14 @@ def connector(instance_uuid: str, wwpns: list[str]) -> dict:
     return {'wwpns': list(wwpns), 'host': instance_uuid}
 
 
-def stored_wwpns(instance) -> list[str] | None:
-    value = (instance.system_metadata or {}).get(WWPNS_KEY)
+def wwpns_key(host: str) -> str:
+    """The system_metadata key of the instance's WWPNs on Nova host ``host``."""
+    return f'{WWPNS_KEY}:{host}'
+
+
+def stored_wwpns(instance, host: str) -> list[str] | None:
+    """The WWPNs of the instance's partition on ``host``, as stored; None if none are."""
+    value = (instance.system_metadata or {}).get(wwpns_key(host))
     return value.split(',') if value else None
 
 

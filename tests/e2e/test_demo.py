@@ -158,7 +158,9 @@ def test_the_storage_group_host_runs_the_whole_lifecycle(demo):
     assert any(r.startswith('POST /api/cpcs/') and r.endswith('/partitions -> ok') for r in prepare)
     assert 'POST /api/storage-groups -> ok' in prepare
     # The connector's WWPNs are the storage group's, saved for after destroy.
-    saved = re.search(r"saves system_metadata \{'dpm_wwpns': '([0-9a-f,]+)'\}", section)
+    saved = re.search(
+        rf"saves system_metadata \{{'dpm_wwpns:{Z14_HOST}': '([0-9a-f,]+)'\}}", section
+    )
     assert saved is not None, section
     wwpns = saved.group(1).split(',')
     assert len(wwpns) == 2  # storage_connectivity 2

@@ -75,6 +75,9 @@ def configure(tmp_path, name: str, served):
 def new_instance():
     instance = objects.Instance(
         uuid=str(uuid.uuid4()),
+        host=HOST,
+        vm_state='building',
+        task_state=None,
         image_ref='',
         system_metadata={},
         flavor=objects.Flavor(vcpus=2, memory_mb=2048),

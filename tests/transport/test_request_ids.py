@@ -176,14 +176,17 @@ def in_nova_operation(function):
 def test_novas_request_id_reaches_the_backends_log_and_a_failure_names_it(nova_driver, caplog):
     caplog.set_level(logging.INFO)
 
+    CONF.set_override('host', 'cpc9')  # a host the backend does not serve
+    try:
+        elsewhere = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    finally:
+        CONF.set_override('host', 'cpc1')
+
     def list_then_power_on_elsewhere(context):
         nova_driver.list_instance_uuids()  # no context passed: the current one's id
-        CONF.set_override('host', 'cpc9')  # a host the backend does not serve
-        try:
-            with pytest.raises(client_mod.DPMBackendError) as caught:
-                nova_driver.power_on(context, objects.Instance(uuid=new_uuid()), None)
-        finally:
-            CONF.set_override('host', 'cpc1')
+        with pytest.raises(client_mod.DPMBackendError) as caught:
+            elsewhere.power_on(context, objects.Instance(uuid=new_uuid()), None)
+        elsewhere.cleanup_host('cpc9')
         return context.request_id, str(caught.value)
 
     sent, message = in_nova_operation(list_then_power_on_elsewhere)

@@ -23,6 +23,8 @@ from google.rpc import error_details_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 from nova.compute import power_state
+from nova.compute import task_states
+from nova.compute import vm_states
 from nova.conf import CONF
 from nova.network import model as network_model
 from oslo_context import context as oslo_context
@@ -42,6 +44,8 @@ from nova.virt import fake
 objects.register_all()
 SERVICE = pb.DESCRIPTOR.services_by_name['DPMHost']
 HOST = 'cpc1'
+# Where the driver stores the instance's WWPNs on HOST.
+KEY = translate.wwpns_key(HOST)
 VSWITCH = '5a9b2c3d-7e8f-4a1b-9c2d-3e4f5a6b7c01'
 WWPNS = ['c05076ffe5000001', 'c05076ffe5000002']
 TARGET = '500507680b2142e5'
@@ -138,7 +142,11 @@ class ScriptedChannel:
 def scripted_driver(answer, clock=None):
     clock = clock or FakeClock()
     channel = ScriptedChannel(answer)
-    drv = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    CONF.set_override('host', HOST)
+    try:
+        drv = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    finally:
+        CONF.clear_override('host')
     drv._client = client_mod.BackendClient(channel, CONF, sleep=clock.sleep, clock=clock)
     return drv, channel
 
@@ -197,12 +205,15 @@ def harness(tmp_path, monkeypatch):
     CONF.clear_override('token_file', group='dpm')
 
 
-def make_instance(image_ref='', wwpns=None, **flavor):
-    sysmeta = {translate.WWPNS_KEY: ','.join(wwpns)} if wwpns else {}
+def make_instance(image_ref='', wwpns=None, task_state=None, **flavor):
+    sysmeta = {KEY: ','.join(wwpns)} if wwpns else {}
     return objects.Instance(
         uuid=str(uuid.uuid4()),
         image_ref=image_ref,
         system_metadata=sysmeta,
+        host=HOST,
+        task_state=task_state,
+        vm_state='active',
         flavor=objects.Flavor(vcpus=flavor.get('vcpus', 2), memory_mb=flavor.get('mem', 2048)),
     )
 
@@ -305,7 +316,7 @@ def test_prepare_for_spawn_creates_the_partition_and_persists_the_wwpns(harness)
         future.result(5)
         assert (request.flavor.vcpus, request.flavor.memory_mb) == (3, 4096)
         assert recorder.calls[0][1] == CONF.dpm.prepare_deadline
-        assert instance.system_metadata[translate.WWPNS_KEY] == ','.join(WWPNS)
+        assert instance.system_metadata[KEY] == ','.join(WWPNS)
         save.assert_called_once_with()
         # The connector now needs no backend call, also after destroy or a restart.
         assert drv.get_volume_connector(instance) == {'wwpns': WWPNS, 'host': instance.uuid}
@@ -322,7 +333,7 @@ def test_destroy_of_an_instance_without_wwpns_stores_those_destroy_returns(harne
         future.result(5)
         assert (request.instance_uuid, request.wwpns_known) == (instance.uuid, False)
         assert recorder.calls[0][1] == CONF.dpm.power_deadline
-        assert instance.system_metadata[translate.WWPNS_KEY] == ','.join(WWPNS)
+        assert instance.system_metadata[KEY] == ','.join(WWPNS)
         save.assert_called_once_with()
         # After destroy Nova asks for the connector: answered without a call.
         assert drv.get_volume_connector(instance) == {'wwpns': WWPNS, 'host': instance.uuid}
@@ -344,7 +355,7 @@ def test_destroy_does_not_ask_for_wwpns_the_instance_holds(harness):
         request = backend.answer('Destroy', pb.DestroyResponse(existed=True))
         future.result(5)
         assert request.wwpns_known is True
-        assert instance.system_metadata[translate.WWPNS_KEY] == ','.join(WWPNS)
+        assert instance.system_metadata[KEY] == ','.join(WWPNS)
         save.assert_not_called()
 
 
@@ -356,7 +367,7 @@ def test_destroy_that_finds_nothing_stores_nothing(harness):
         future = pool.submit(drv.destroy, None, instance, [])
         backend.answer('Destroy', pb.DestroyResponse(existed=False))
         future.result(5)
-        assert translate.WWPNS_KEY not in instance.system_metadata
+        assert KEY not in instance.system_metadata
         save.assert_not_called()
 
 
@@ -756,7 +767,7 @@ def tls_files(tmp_path):
 def test_unix_socket_targets_are_plaintext_without_any_flag(dpm_options, target):
     set_options, insecure, secure, _ = dpm_options
     set_options(backend=target)
-    assert client_mod.open_channel(CONF) is insecure.return_value
+    assert client_mod.open_channel(CONF.dpm) is insecure.return_value
     insecure.assert_called_once_with(target)
     secure.assert_not_called()
 
@@ -766,10 +777,10 @@ def test_plaintext_tcp_to_loopback_needs_allow_insecure_loopback(dpm_options, ta
     set_options, insecure, secure, _ = dpm_options
     set_options(backend=target)
     with pytest.raises(client_mod.DPMConfigError, match='allow_insecure_loopback = true'):
-        client_mod.open_channel(CONF)
+        client_mod.open_channel(CONF.dpm)
     insecure.assert_not_called()
     set_options(allow_insecure_loopback=True)
-    assert client_mod.open_channel(CONF) is insecure.return_value
+    assert client_mod.open_channel(CONF.dpm) is insecure.return_value
     insecure.assert_called_once_with(target)
     secure.assert_not_called()
 
@@ -780,7 +791,7 @@ def test_plaintext_tcp_off_loopback_is_refused_whatever_the_flag(dpm_options, ta
     set_options, insecure, secure, _ = dpm_options
     set_options(backend=target, allow_insecure_loopback=flag)
     with pytest.raises(client_mod.DPMConfigError) as caught:
-        client_mod.open_channel(CONF)
+        client_mod.open_channel(CONF.dpm)
     message = str(caught.value)
     for words in ('[dpm] backend', *TLS_OPTIONS, 'allow_insecure_loopback', target):
         assert words in message
@@ -793,7 +804,7 @@ def test_tcp_with_the_tls_files_gets_a_verified_channel(dpm_options, tmp_path, t
     set_options, insecure, secure, credentials = dpm_options
     files = tls_files(tmp_path)
     set_options(backend=target, **files)
-    assert client_mod.open_channel(CONF) is secure.return_value
+    assert client_mod.open_channel(CONF.dpm) is secure.return_value
     credentials.assert_called_once_with(
         root_certificates=b'PEM of tls_ca_file',
         private_key=b'PEM of tls_key_file',
@@ -811,7 +822,7 @@ def test_tls_files_go_together(dpm_options, tmp_path, given):
         backend='10.1.2.3:50051', allow_insecure_loopback=True, **{n: files[n] for n in given}
     )
     with pytest.raises(client_mod.DPMConfigError, match='go together'):
-        client_mod.open_channel(CONF)
+        client_mod.open_channel(CONF.dpm)
     insecure.assert_not_called()
     secure.assert_not_called()
 
@@ -821,7 +832,7 @@ def test_an_unreadable_tls_file_is_named(dpm_options, tmp_path):
     files = tls_files(tmp_path)
     set_options(backend='10.1.2.3:50051', **{**files, 'tls_key_file': str(tmp_path / 'none')})
     with pytest.raises(client_mod.DPMConfigError, match=r'\[dpm\] tls_key_file: cannot read'):
-        client_mod.open_channel(CONF)
+        client_mod.open_channel(CONF.dpm)
     secure.assert_not_called()
 
 
@@ -1018,3 +1029,235 @@ def test_the_request_id_of_a_context_is_taken_only_in_novas_form():
     for bad in ('', 'req-1', BACKEND_REQUEST_ID + '\n', 'a' * 64, 42, None):
         assert client_mod.request_id_of(types.SimpleNamespace(request_id=bad)) is None
     assert client_mod.request_id_of(object()) is None
+
+
+# -- moving instances: resize, cold migration, evacuate -----------------------
+
+OTHER = 'cpc2'
+OTHER_WWPNS = ['c05076ffe5000101', 'c05076ffe5000102']
+
+
+class FakeBackend:
+    """Answers as the backend would for an instance whose partition on HOST is ``present``."""
+
+    def __init__(self, present: bool = True):
+        self.present = present
+        self.calls: list[tuple[str, object]] = []
+
+    def __call__(self, method, request, timeout):
+        self.calls.append((method, request))
+        if method == 'PrepareInstance':
+            self.present = True
+            return pb.PrepareInstanceResponse(wwpns=WWPNS)
+        if method == 'Destroy':
+            existed, self.present = self.present, False
+            return pb.DestroyResponse(existed=existed)
+        if not self.present:
+            raise failed_call(grpc.StatusCode.NOT_FOUND, 'INSTANCE_NOT_FOUND', 'no partition')
+        replies = {
+            'GetVolumeConnector': pb.GetVolumeConnectorResponse(wwpns=WWPNS),
+            'Spawn': pb.SpawnResponse(),
+            'PowerOff': pb.PowerOffResponse(),
+        }
+        return replies[method]
+
+    @property
+    def methods(self) -> list[str]:
+        return [method for method, _ in self.calls]
+
+    def request(self, method: str):
+        (request,) = [r for m, r in self.calls if m == method]
+        return request
+
+
+def moving_instance(task_state, **flavor):
+    """An instance whose WWPNs on OTHER (the other end of a move) are stored."""
+    instance = make_instance(task_state=task_state, **flavor)
+    instance.system_metadata[translate.wwpns_key(OTHER)] = ','.join(OTHER_WWPNS)
+    return instance
+
+
+def fc_bdi(wwpns=WWPNS):
+    return bdi({'target_lun': 3, 'initiator_target_map': {w: [TARGET] for w in wwpns}})
+
+
+@pytest.mark.parametrize(
+    'task_state',
+    [
+        task_states.RESIZE_FINISH,
+        task_states.REBUILDING,
+        task_states.REBUILD_BLOCK_DEVICE_MAPPING,
+        task_states.REBUILD_SPAWNING,
+    ],
+)
+def test_the_connector_of_a_destination_prepares_its_partition_with_the_flavor_of_now(task_state):
+    """Nova asks a destination for its connector before the call that builds the partition."""
+    backend = FakeBackend(present=False)
+    drv, _ = scripted_driver(backend)
+    instance = moving_instance(task_state, vcpus=4, mem=4096)
+    with mock.patch.object(objects.Instance, 'save') as save:
+        connector = drv.get_volume_connector(instance)
+    assert connector == {'wwpns': WWPNS, 'host': instance.uuid}
+    request = backend.request('PrepareInstance')
+    assert (request.host, request.flavor.vcpus, request.flavor.memory_mb) == (HOST, 4, 4096)
+    # Stored for this host; the other end's WWPNs are its own.
+    assert instance.system_metadata[KEY] == ','.join(WWPNS)
+    assert instance.system_metadata[translate.wwpns_key(OTHER)] == ','.join(OTHER_WWPNS)
+    save.assert_called_once_with()
+
+
+@pytest.mark.parametrize(
+    'task_state',
+    [None, task_states.DELETING, task_states.RESIZE_REVERTING, task_states.RESIZE_MIGRATING],
+)
+def test_the_connector_never_creates_a_partition_outside_a_move_here(task_state):
+    """After a destroy with nothing stored (the partition is gone) the connector fails."""
+    backend = FakeBackend(present=False)
+    drv, _ = scripted_driver(backend)
+    instance = moving_instance(task_state)
+    with pytest.raises(exception.InstanceNotFound):
+        drv.get_volume_connector(instance)
+    assert backend.methods == ['GetVolumeConnector']
+    # Another host's WWPNs are never answered for this one.
+    backend.present = True
+    with mock.patch.object(objects.Instance, 'save'):
+        assert drv.get_volume_connector(instance)['wwpns'] == WWPNS
+
+
+def test_two_drivers_in_one_process_keep_the_host_and_backend_they_were_started_for(tmp_path):
+    """Nova's functional tests start a compute service per host in one process."""
+    drivers = {}
+    for host in (HOST, OTHER):
+        token = tmp_path / host
+        token.write_text(f'token-of-{host}')
+        CONF.set_override('host', host)
+        CONF.set_override('backend', f'unix:{tmp_path / host}.sock', group='dpm')
+        CONF.set_override('token_file', str(token), group='dpm')
+        drivers[host] = driver_mod.DPMDriver(fake.FakeVirtAPI())
+    for name in ('backend', 'token_file'):
+        CONF.clear_override(name, group='dpm')
+    CONF.clear_override('host')
+    for host, drv in drivers.items():
+        assert drv.get_available_nodes() == [host]
+        with mock.patch.object(client_mod.grpc, 'insecure_channel') as channel:
+            client = drv.client
+        channel.assert_called_once_with(f'unix:{tmp_path / host}.sock')
+        assert ('authorization', f'Bearer token-of-{host}') in client._metadata
+        drv.cleanup_host(host)
+
+
+def test_an_evacuation_spawn_has_the_backend_stop_the_source_partition_first():
+    for task_state, fence in ((task_states.REBUILD_SPAWNING, True), (task_states.SPAWNING, False)):
+        backend = FakeBackend()
+        drv, _ = scripted_driver(backend)
+        instance = make_instance(wwpns=WWPNS, task_state=task_state)
+        drv.spawn(None, instance, None, [], None, {}, network_model.NetworkInfo([vif()]), fc_bdi())
+        assert backend.methods == ['Spawn']
+        assert backend.request('Spawn').stop_other_hosts_partitions is fence
+
+
+def test_the_source_of_a_move_is_stopped_and_a_resize_on_its_own_host_refused():
+    backend = FakeBackend()
+    drv, _ = scripted_driver(backend)
+    instance = make_instance(wwpns=WWPNS, task_state=task_states.RESIZE_MIGRATING)
+    instance.migration_context = objects.MigrationContext(migration_id=7)
+    flavor = objects.Flavor(vcpus=4, memory_mb=4096)
+    with mock.patch.object(objects.Migration, 'get_by_id') as get:
+        get.return_value = objects.Migration(source_compute=HOST, dest_compute=HOST)
+        with pytest.raises(exception.InstanceFaultRollback) as caught:
+            drv.migrate_disk_and_power_off(None, instance, '192.0.2.1', flavor, [])
+        assert isinstance(caught.value.inner_exception, exception.ResizeError)
+        assert f'own host ({HOST})' in str(caught.value.inner_exception)
+        assert backend.calls == []
+        get.return_value = objects.Migration(source_compute=HOST, dest_compute=OTHER)
+        assert drv.migrate_disk_and_power_off(None, instance, '192.0.2.1', flavor, []) == ''
+    get.assert_called_with(None, 7)
+    assert backend.methods == ['PowerOff']
+
+
+@pytest.mark.parametrize('power_on', [True, False])
+def test_finish_migration_prepares_with_the_new_flavor_and_spawns_without_waiting(power_on):
+    backend = FakeBackend(present=False)
+    drv, _ = scripted_driver(backend)
+    instance = moving_instance(task_states.RESIZE_FINISH, vcpus=4, mem=4096)
+    # Ports Neutron shows down with vif_plugging_timeout set: no wait on a move.
+    vifs = network_model.NetworkInfo([vif(active=False)])
+    CONF.set_override('vif_plugging_timeout', 300)
+    try:
+        with mock.patch.object(objects.Instance, 'save'):
+            drv.finish_migration(None, None, instance, '', vifs, None, True, {}, fc_bdi(), power_on)
+    finally:
+        CONF.clear_override('vif_plugging_timeout')
+    assert backend.methods == ['PrepareInstance', 'Spawn']
+    spawn = backend.request('Spawn')
+    assert (spawn.flavor.vcpus, spawn.flavor.memory_mb) == (4, 4096)
+    assert spawn.leave_stopped is not power_on
+    assert spawn.stop_other_hosts_partitions is False
+    assert [m.initiator_wwpn for m in spawn.boot_volume.initiator_target_map] == WWPNS
+
+
+def test_confirm_destroys_the_source_partition_and_forgets_its_wwpns():
+    backend = FakeBackend()
+    drv, _ = scripted_driver(backend)
+    instance = moving_instance(None)
+    instance.system_metadata[KEY] = ','.join(WWPNS)
+    with mock.patch.object(objects.Instance, 'save') as save:
+        drv.confirm_migration(None, None, instance, [])
+        assert backend.methods == ['Destroy']
+        # Not asked to read the WWPNs it deletes: nothing asks for them again.
+        assert backend.request('Destroy').wwpns_known is True
+        assert KEY not in instance.system_metadata
+        assert instance.system_metadata[translate.wwpns_key(OTHER)] == ','.join(OTHER_WWPNS)
+        save.assert_called_once_with()
+        # A retried confirm: nothing left, nothing stored.
+        drv.confirm_migration(None, None, instance, [])
+        save.assert_called_once_with()
+
+
+def test_revert_spawns_the_source_partition_again_and_forgets_the_destinations_wwpns():
+    backend = FakeBackend()
+    drv, _ = scripted_driver(backend)
+    instance = moving_instance(task_states.RESIZE_REVERTING)
+    instance.system_metadata[KEY] = ','.join(WWPNS)
+    migration = objects.Migration(source_compute=HOST, dest_compute=OTHER)
+    with mock.patch.object(objects.Instance, 'save') as save:
+        drv.finish_revert_migration(
+            None, instance, network_model.NetworkInfo([vif()]), migration, fc_bdi(), True
+        )
+    assert backend.methods == ['Spawn']
+    spawn = backend.request('Spawn')
+    assert (spawn.leave_stopped, spawn.stop_other_hosts_partitions) == (False, False)
+    assert (spawn.flavor.vcpus, spawn.flavor.memory_mb) == (2, 2048)
+    assert dict(instance.system_metadata) == {KEY: ','.join(WWPNS)}
+    save.assert_called_once_with()
+
+
+def test_destroy_of_what_an_evacuation_left_here_forgets_this_hosts_wwpns():
+    backend = FakeBackend()
+    drv, _ = scripted_driver(backend)
+    instance = moving_instance(None)
+    instance.host = OTHER  # evacuated there
+    instance.system_metadata[KEY] = ','.join(WWPNS)
+    with mock.patch.object(objects.Instance, 'save'):
+        drv.destroy(None, instance, [])
+    assert backend.request('Destroy').wwpns_known is True
+    assert KEY not in instance.system_metadata
+    # An instance of this host keeps them: Nova asks for the connector after destroy.
+    backend = FakeBackend()
+    drv, _ = scripted_driver(backend)
+    instance = make_instance(wwpns=WWPNS)
+    drv.destroy(None, instance, [])
+    assert instance.system_metadata[KEY] == ','.join(WWPNS)
+
+
+def test_a_hard_reboot_of_an_instance_in_error_reconfigures_its_partition():
+    backend = FakeBackend()
+    drv, _ = scripted_driver(backend)
+    instance = make_instance(wwpns=WWPNS)
+    instance.vm_state = vm_states.ERROR
+    drv.reboot(None, instance, network_model.NetworkInfo([vif()]), 'HARD', fc_bdi())
+    assert backend.methods == ['PowerOff', 'Spawn']
+    spawn = backend.request('Spawn')
+    assert (spawn.leave_stopped, spawn.stop_other_hosts_partitions) == (False, True)
+    assert [n.mac for n in spawn.nics] == ['fa:16:3e:00:00:01']
+    assert spawn.boot_volume.target_lun == 3
