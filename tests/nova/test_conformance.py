@@ -35,7 +35,6 @@ from nova.tests.unit.virt import test_virt_drivers
 
 from dpm_backend import naming
 from dpm_backend.server import Backend
-from dpm_frontend import translate
 from nova import objects
 from nova import test
 
@@ -79,7 +78,6 @@ NOT_APPLICABLE = {
     'test_unrescue_unrescued_instance': 'as test_rescue',
     'test_unrescue_rescued_instance': 'as test_rescue',
     'test_poll_rebooting_instances': 'reboots are synchronous HMC jobs',
-    'test_migrate_disk_and_power_off': 'no resize or cold migration between CPCs',
     'test_trigger_crash_dump': 'no NMI / dump trigger through the driver',
     'test_soft_delete': 'no soft delete: a stopped partition keeps its resources',
     'test_restore_running': 'as test_soft_delete',
@@ -123,6 +121,9 @@ REPLACED = {
     'which DPM refuses before swap_volume is reached',
     'test_live_migration_force_complete': 'no live migration; the suite touches the '
     "libvirt driver's active_migrations before calling the driver",
+    'test_migrate_disk_and_power_off': 'the suite moves an instance without a migration; '
+    "Nova's always has one (the destination's claim records it in the instance's "
+    'migration context), and the driver reads it to refuse a resize on its own host',
 }
 
 
@@ -364,6 +365,50 @@ class DPMDriverConformanceTest(Base, test.TestCase):
             NotImplementedError, self.connection.live_migration_force_complete, instance
         )
 
+    def _migrating(self, instance, dest: str) -> None:
+        """The Migration of a resize to ``dest`` under way, as Nova records it."""
+        migration = objects.Migration(
+            self.ctxt,
+            instance_uuid=instance.uuid,
+            source_compute='fake-mini',
+            dest_compute=dest,
+            migration_type='resize',
+            status='migrating',
+        )
+        migration.create()
+        instance.migration_context = objects.MigrationContext(
+            instance_uuid=instance.uuid, migration_id=migration.id
+        )
+
+    def test_migrate_disk_and_power_off(self):
+        instance, network_info = self._get_running_instance()
+        self._migrating(instance, 'other-host')
+        flavor = test_utils.get_test_flavor()
+        disk_info = self.connection.migrate_disk_and_power_off(
+            self.ctxt, instance, '192.0.2.1', flavor, network_info
+        )
+        # Nothing to copy: the FC volume is attached to the destination's partition.
+        self.assertEqual('', disk_info)
+        self.assertEqual('stopped', self._partition(instance).properties['status'])
+
+    def test_migrate_disk_and_power_off_to_the_same_host_is_refused(self):
+        instance, network_info = self._get_running_instance()
+        self._migrating(instance, 'fake-mini')
+        from nova import exception
+
+        caught = self.assertRaises(
+            exception.InstanceFaultRollback,
+            self.connection.migrate_disk_and_power_off,
+            self.ctxt,
+            instance,
+            '192.0.2.1',
+            test_utils.get_test_flavor(),
+            network_info,
+        )
+        self.assertIsInstance(caught.inner_exception, exception.ResizeError)
+        self.assertIn('on its own host (fake-mini)', str(caught.inner_exception))
+        self.assertEqual('active', self._partition(instance).properties['status'])
+
     def test_power_states_reach_the_partition(self):
         instance, network_info = self._get_running_instance()
         self.connection.power_off(instance)
@@ -442,4 +487,3 @@ def test_every_inherited_test_is_accounted_for():
     accounted = SUPPORTED | set(NOT_APPLICABLE) | set(REPLACED)
     assert inherited == accounted, inherited ^ accounted
     assert not (SUPPORTED & set(NOT_APPLICABLE))
-    assert translate.WWPNS_KEY  # the connector is persisted under this key

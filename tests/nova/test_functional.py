@@ -30,7 +30,13 @@ from dpmtest import pristine
 from dpmtest import rejected
 from dpmtest import simulator
 from dpmtest import write_config
-from nova.tests import fixtures as nova_fixtures
+from fc_cinder import DATA_VOLUME
+from fc_cinder import FC_VOLUMES
+from fc_cinder import IMAGE
+from fc_cinder import LUN
+from fc_cinder import TARGET
+from fc_cinder import VOLUME
+from fc_cinder import FCCinderFixture
 from nova.tests.functional import integrated_helpers
 
 from dpm_backend import boot
@@ -42,58 +48,6 @@ from nova import context as nova_context
 from nova import objects
 
 HOST = 'compute'
-VOLUME = '9a1f5b3c-2d4e-4f60-8a7b-1c2d3e4f5a6b'
-DATA_VOLUME = '4d2c6e1a-8b3f-4a5e-9c70-2e3f4a5b6c7d'
-IMAGE = 'c0ffee00-5390-4d00-8000-000000000390'
-TARGET = '500507680B2142E5'
-LUN = 3
-DATA_LUN = 7
-# The FC volumes Cinder has: LUN on TARGET and size in GiB.
-FC_VOLUMES = {VOLUME: (LUN, 20), DATA_VOLUME: (DATA_LUN, 5)}
-
-
-class FCCinderFixture(nova_fixtures.CinderFixture):
-    """Cinder with a bootable FC volume and a data one, mapped like an FC driver maps them.
-
-    ``deleted`` records every attachment Cinder is asked to delete: the volume,
-    the connector the attachment holds (what Cinder unmaps), and what the HMC
-    held at that moment (the test's ``hmc_objects``).
-    """
-
-    def __init__(self, test, az='nova'):
-        super().__init__(test, az)
-        self.deleted: list[tuple[str, dict | None, dict]] = []
-
-    def fake_get(self, context, volume_id, microversion=None):
-        volume = super().fake_get(context, volume_id, microversion)
-        if volume_id in FC_VOLUMES:
-            volume['size'] = FC_VOLUMES[volume_id][1]
-        if volume_id == VOLUME:
-            volume['bootable'] = True
-            volume['volume_image_metadata'] = {'image_id': IMAGE, 'hw_architecture': 's390x'}
-        return volume
-
-    def _find_connection_info(self, volume_id, attachment_id):
-        if volume_id not in FC_VOLUMES:
-            return super()._find_connection_info(volume_id, attachment_id)
-        connector = self.volume_to_attachment[volume_id][attachment_id]['connector'] or {}
-        return {
-            'driver_volume_type': 'fibre_channel',
-            'data': {
-                'volume_id': volume_id,
-                'attachment_id': attachment_id,
-                'target_discovered': False,
-                'target_lun': FC_VOLUMES[volume_id][0],
-                'target_wwn': [TARGET],
-                'initiator_target_map': {w: [TARGET] for w in connector.get('wwpns', [])},
-            },
-        }
-
-    def fake_attachment_delete(self, context, attachment_id):
-        volume_id, attachment, _ = self._find_attachment(attachment_id)
-        held = self.test.hmc_objects()
-        self.deleted.append((volume_id, copy.deepcopy(attachment.get('connector')), held))
-        super().fake_attachment_delete(context, attachment_id)
 
 
 def other_partitions(served, mine: str) -> dict:
@@ -627,7 +581,7 @@ class DPMAdoptedServerTest(_DPMTestBase):
         instance = objects.Instance.get_by_uuid(
             ctxt, server['id'], expected_attrs=['system_metadata']
         )
-        del instance.system_metadata[translate.WWPNS_KEY]
+        del instance.system_metadata[translate.wwpns_key(HOST)]
         instance.save()
         bdm = objects.BlockDeviceMapping.get_by_volume_and_instance(ctxt, VOLUME, server['id'])
         bdm.attachment_id = None
