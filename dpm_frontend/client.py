@@ -128,6 +128,14 @@ def to_nova_exception(
         return exception.VirtDriverNotReady()
     if failure.reason in RESCHEDULE_REASONS:
         return exception.ComputeResourcesUnavailable(reason=message)
+    if failure.reason == 'PARTITION_RUNNING' and instance_uuid:
+        # Its sizes change only while it is stopped: Nova's word for "not now".
+        return exception.InstanceInvalidState(
+            attr='partition status',
+            instance_uuid=instance_uuid,
+            state=failure.metadata.get('partition_status', 'active'),
+            method='change its flavor',
+        )
     if failure.reason in REFUSAL_REASONS or failure.code == grpc.StatusCode.INVALID_ARGUMENT:
         return exception.InvalidInput(reason=message)
     if failure.reason == 'HOST_NOT_FOUND':

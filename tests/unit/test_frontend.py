@@ -378,6 +378,10 @@ def test_destroy_that_finds_nothing_stores_nothing(harness):
         (errors.cpc_not_usable(HOST, 'CPC in service'), exception.ComputeResourcesUnavailable),
         (errors.invalid_field('flavor.vcpus', 'bad'), exception.InvalidInput),
         (errors.host_not_found(HOST), client_mod.DPMBackendError),
+        (
+            errors.partition_running('OpenStack-cpc1-x', 'active', (2, 2048), (4, 4096)),
+            exception.InstanceInvalidState,
+        ),
     ],
 )
 def test_prepare_errors_become_exceptions_nova_handles(harness, error, nova_error):
@@ -388,6 +392,8 @@ def test_prepare_errors_become_exceptions_nova_handles(harness, error, nova_erro
         future.result(5)
     if nova_error is client_mod.DPMBackendError:
         assert '[DEFAULT]host' in str(caught.value)
+    if nova_error is exception.InstanceInvalidState:
+        assert 'partition status active' in str(caught.value)
 
 
 def test_image_boot_is_refused_before_any_call(harness):
