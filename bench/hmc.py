@@ -161,6 +161,17 @@ def set_status(served: Any, partition_name: str, status: str) -> None:
     raise AssertionError(f'no partition {partition_name}')
 
 
+def partition_properties(served: Any, partition_name: str) -> dict | None:
+    """A partition's properties as the HMC holds them (a copy), or None if there is none."""
+    sim = served.sim
+    with sim.lock:
+        for cpc in sim.hmc.cpcs.list():
+            for partition in cpc.partitions.list():
+                if partition.properties['name'] == partition_name:
+                    return dict(partition.properties)
+    return None
+
+
 def add_partitions(served: Any, cpc_object_id: str, partitions: list[dict]) -> None:
     """Partitions created behind the backend (another tool, another OpenStack)."""
     sim = served.sim

@@ -107,6 +107,117 @@ def _storage_groups(profile: str, data: dict) -> list[str]:
     return lines
 
 
+def _move_label(profile: str, move: dict) -> str:
+    source, destination = move['source'], move['destination']
+    paths = {'vhba': 'vHBA', 'storage_groups': 'storage groups'}
+    if move['kind'] == 'resize':
+        return f'{profile} resize on {source["cpc"]} ({paths[source["path"]]})'
+    return (
+        f'{profile} cold migration {source["cpc"]} ({paths[source["path"]]}) -> '
+        f'{destination["cpc"]} ({paths[destination["path"]]})'
+    )
+
+
+TOTALS = {'confirm': 'total, confirmed', 'revert': 'total, reverted'}
+
+
+def _move_columns(results: dict) -> list[tuple[str, dict]]:
+    """(label, move) per profile: resizes before cold migrations, vHBA sources first."""
+    columns = []
+    for profile, data in results['profiles'].items():
+        moves = sorted(
+            (data.get('moves') or {}).values(),
+            key=lambda m: (m['kind'] != 'resize', m['source']['path'] != 'vhba'),
+        )
+        columns += [(_move_label(profile, move), move) for move in moves]
+    return columns
+
+
+def _move_requests(columns: list[tuple[str, dict]]) -> list[str]:
+    from bench import moves
+    from bench import run
+
+    first = columns[0][1]
+    old, new = first['flavors']['old'], first['flavors']['new']
+    lines = [
+        '## Moves: HMC requests per step besides polling (job checks in parentheses) / budget',
+        '',
+        f"Nova's order, as nova-compute calls the driver ({first['nics']} NIC; a resize from "
+        f'{old[0]} IFL / {old[1]} MiB to {new[0]} / {new[1]}, a cold migration keeps the '
+        "flavor). A revert runs the first three steps, then the destination's destroy and "
+        "the source's finish_revert_migration. Jobs end at once; snapshots expired.",
+        '',
+        '| step (host) | ' + ' | '.join(label for label, _ in columns) + ' |',
+        '|---' * (len(columns) + 1) + '|',
+    ]
+    budgets = [run.move_budgets(move) for _, move in columns]
+    for step, host in moves.STEPS.items():
+        cells = [
+            f'{_n(move["steps"][step]["work"])} ({_n(move["steps"][step]["polling"])}) / '
+            f'{budget[step]}'
+            for (_, move), budget in zip(columns, budgets, strict=True)
+        ]
+        lines.append(f'| {step} ({host}) | ' + ' | '.join(cells) + ' |')
+    for path, names in moves.PATHS.items():
+        cells = [
+            f'{_n(move["paths"][path]["work"])} ({_n(move["paths"][path]["polling"])}) / '
+            f'{sum(budget[step] for step in names)}'
+            for (_, move), budget in zip(columns, budgets, strict=True)
+        ]
+        lines.append(f'| {TOTALS[path]} | ' + ' | '.join(cells) + ' |')
+    left = [
+        f'{label}: {"; ".join(move["faults"] + move["partitions_left"] + move["groups_left"])}'
+        for label, move in columns
+        if move['faults'] or move['partitions_left'] or move['groups_left']
+    ]
+    return [*lines, '', f'Left behind or out of place after a step: {"; ".join(left) or "nothing"}']
+
+
+def _move_seconds(timed: list[tuple[str, dict]]) -> list[str]:
+    from bench import moves
+
+    timing = timed[0][1]
+    lines = [
+        f'## Moves: seconds per step at {timing["latency_ms"]:g} ms per HMC request, jobs of '
+        f'{timing["job_seconds"]:g} s',
+        '',
+        'Wall seconds per step (in parentheses: from the end of the last HMC job the step '
+        'waited for to its return); totals: wall seconds (of which inside HMC jobs). The '
+        'backend polls jobs at its defaults; forward steps are timed on the confirmed move '
+        "(the second of the flow), the revert's on the first.",
+        '',
+        '| step (host) | ' + ' | '.join(label for label, _ in timed) + ' |',
+        '|---' * (len(timed) + 1) + '|',
+    ]
+    for step, host in moves.STEPS.items():
+        path = 'confirm' if step in moves.PATHS['confirm'] else 'revert'
+        cells = []
+        for _, entry in timed:
+            measured = entry['paths'][path]['steps'][step]
+            after = measured['beyond_jobs_s']
+            cells.append(_s(measured['wall_s']) + (f' ({_s(after)})' if after is not None else ''))
+        lines.append(f'| {step} ({host}) | ' + ' | '.join(cells) + ' |')
+    for path in moves.PATHS:
+        cells = [
+            f'{_s(entry["paths"][path]["wall_s"])} ({_s(entry["paths"][path]["jobs_s"])})'
+            for _, entry in timed
+        ]
+        lines.append(f'| {TOTALS[path]} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def _moves(results: dict) -> list[str]:
+    """A column per move and profile: HMC requests per step, then seconds (full run)."""
+    columns = _move_columns(results)
+    if not columns:
+        return []
+    lines = [*_move_requests(columns), '']
+    timed = [(label, move['timing']) for label, move in columns if move.get('timing')]
+    if timed:
+        lines += [*_move_seconds(timed), '']
+    return lines
+
+
 def _power_sync(results: dict) -> list[str]:
     profiles = results['profiles']
     sizes = sorted(
@@ -287,6 +398,7 @@ def table(results: dict) -> str:
     for profile, data in results['profiles'].items():
         if data.get('storage_groups'):
             lines += [*_storage_groups(profile, data), '']
+    lines += _moves(results)
     lines += [*_power_sync(results), '']
     wait = _wait(results)
     if wait:

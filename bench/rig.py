@@ -46,6 +46,9 @@ class HostDef:
     vhbas: int = 1
     max_processors: int = 16
     max_memory: int = 16384
+    # The host's CPC (bench.hmc.inventory) when it is not the rig's: one
+    # backend serving hosts on two CPCs (a cold migration between them).
+    inventory: dict | None = dataclasses.field(default=None, compare=False)
 
 
 def config_text(
@@ -69,17 +72,18 @@ def config_text(
         *(f'{k} = {v}' for k, v in options.get('backend', {}).items()),
     ]
     for host in hosts:
-        if host.vhbas > len(inventory['fcp']):
-            raise ValueError(f'{inventory["name"]} has {len(inventory["fcp"])} FCP adapters')
+        cpc = host.inventory or inventory
+        if host.vhbas > len(cpc['fcp']):
+            raise ValueError(f'{cpc["name"]} has {len(cpc["fcp"])} FCP adapters')
         lines += [
             f'[host:{host.name}]',
-            f'cpc_object_id = {inventory["cpc"]}',
+            f'cpc_object_id = {cpc["cpc"]}',
             f'max_processors = {host.max_processors}',
             f'max_memory = {host.max_memory}',
         ]
         lines += [
             f'physical_storage_adapter_mappings = {fcp}:0'
-            for fcp in inventory['fcp'][: max(host.vhbas, 1)]
+            for fcp in cpc['fcp'][: max(host.vhbas, 1)]
         ]
     return '\n'.join(lines) + '\n'
 
@@ -155,6 +159,27 @@ def network_info(vswitches: list[str], nics: int, seed: int = 0):
     )
 
 
+def bound_to(vifs, vswitches: list[str]):
+    """The same ports (ids, MACs) bound to other virtual switches.
+
+    Neutron binds a server's ports again on the destination of a move, there
+    to that CPC's virtual switches.
+    """
+    _, _, network_model, _, _, _ = nova()
+    return network_model.NetworkInfo(
+        [
+            network_model.VIF(
+                id=vif['id'],
+                address=vif['address'],
+                type=vif['type'],
+                details={**vif['details'], 'object_id': vswitches[index % len(vswitches)]},
+                active=vif['active'],
+            )
+            for index, vif in enumerate(vifs)
+        ]
+    )
+
+
 def fc_connection_info(wwpns: list[str], lun: int = 1, volume_id: str = '') -> dict:
     """connection_info of an FC volume as Cinder returns it (``serial``: the volume id)."""
     info: dict = {
@@ -221,6 +246,24 @@ def bdm_lookup(volume_size: int):
         'get_by_volume_and_instance',
         staticmethod(get_by_volume_and_instance),
     )
+
+
+def migration_lookup(migration):
+    """Nova's Migration.get_by_id, without Nova's database (a context manager).
+
+    migrate_disk_and_power_off reads the move's Migration by the id the
+    destination's claim recorded in the instance's migration_context.
+    """
+    from unittest import mock
+
+    _, objects, _, _, _, _ = nova()
+
+    def get_by_id(context, migration_id):
+        if migration_id != migration.id:
+            raise LookupError(f'no migration {migration_id}')
+        return migration
+
+    return mock.patch.object(objects.Migration, 'get_by_id', staticmethod(get_by_id))
 
 
 def provider_tree_for(driver, host: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench import hmc as hmc_mod
 from bench import keys
 from bench import memory
+from bench import moves
 from bench import scenarios
 from bench import soak
 from dpm_backend.config import DEFAULT_CPC_CACHE_TTL
@@ -67,6 +68,48 @@ def sg_budget(op: str, nics: int) -> int:
     return 5 + nics + SG_SPAWN_STEPS if op == 'spawn' else SG_BUDGETS[op]
 
 
+# Moves (bench/moves.py): each step is an operation budgeted above, on the
+# path of the host that runs it (m: its vHBAs; n: the NICs):
+# - migrate_disk_and_power_off: a power off;
+# - volume_connector on the destination (RESIZE_FINISH) prepares, creating
+#   the partition: on the vHBA path its lookup and creation, and a POST and a
+#   GET per vHBA (2 + 2m); on the storage-group path SG_BUDGETS['prepare'];
+# - finish_migration prepares again, finding the partition as a volume
+#   connector does (2 + m: the lookup, the partition, each vHBA; or
+#   SG_BUDGETS['volume_connector']), then spawns;
+# - confirm_migration (source) and the revert's destroy (destination): a
+#   destroy;
+# - finish_revert_migration: a spawn (the partition and its NICs exist).
+# A resize or migration, confirmed or reverted, is judged against the sum of
+# its steps' budgets.
+
+
+def move_budget(step: str, end: dict, nics: int) -> int:
+    """HMC requests besides polling a move's ``step`` may spend on the host ``end``."""
+    if end['path'] == 'storage_groups':
+        spawn = sg_budget('spawn', nics)
+        prepare, found, destroy = (
+            SG_BUDGETS[op] for op in ('prepare', 'volume_connector', 'destroy')
+        )
+    else:
+        vhbas = end['vhbas']
+        spawn = 5 + nics + vhbas
+        prepare, found, destroy = 2 + 2 * vhbas, 2 + vhbas, HANDFUL
+    return {
+        'migrate_disk_and_power_off': HANDFUL,
+        'volume_connector': prepare,
+        'finish_migration': found + spawn,
+        'confirm_migration': destroy,
+        'revert_destroy': destroy,
+        'finish_revert_migration': spawn,
+    }[step]
+
+
+def move_budgets(data: dict) -> dict[str, int]:
+    """The budget of each step of a measured move."""
+    return {step: move_budget(step, data[moves.STEPS[step]], data['nics']) for step in moves.STEPS}
+
+
 def profile_run(profile: str, quick: bool) -> dict:
     """Every scenario that runs on one simulator of ``profile``; rejected requests counted.
 
@@ -111,6 +154,7 @@ def profile_run(profile: str, quick: bool) -> dict:
                     served, sg_inventory
                 )
             served.sim.reset()
+        result['moves'] = moves.moves(served, profile, quick)
         result['power_sync'] = scenarios.power_sync(
             served,
             inventory,
@@ -121,7 +165,7 @@ def profile_run(profile: str, quick: bool) -> dict:
             result['reads_during_destroys'] = scenarios.reads_during_destroys(served, inventory)
             result['wait_overhead'] = {
                 f'{latency:g}': scenarios.wait_overhead(served, inventory, latency)
-                for latency in (0.0, 0.02)
+                for latency in (0.0, scenarios.HMC_LATENCY)
             }
         records = served.sim.requests()
     refused = hmc_mod.rejected(records)
@@ -261,6 +305,53 @@ def sg_targets(profile: str, data: dict) -> dict:
     return {f'{profile} {name}': t for name, t in judged.items()}
 
 
+def move_targets(profile: str, name: str, data: dict) -> dict:
+    """A move: within the sum of its steps' budgets, nothing left behind, the wait after jobs."""
+    judged = {}
+    budgets = move_budgets(data)
+    steps = data['steps']
+    measured, limits = {}, {}
+    for path, names in moves.PATHS.items():
+        measured[path] = data['paths'][path]['work']
+        limits[path] = sum(budgets[step] for step in names)
+    faulty = {
+        step: {k: counts[k] for k in ('seam_differs', 'rejected')}
+        for step, counts in steps.items()
+        if counts['seam_differs'] or counts['rejected']
+    }
+    judged['move_requests'] = _target(
+        not faulty and all(measured[path] <= limits[path] for path in measured),
+        faulty or measured,
+        "<= the sum of its steps' budgets besides polling (confirmed "
+        f'{limits["confirm"]}, reverted {limits["revert"]}; bench/run.py move_budget), '
+        'every request reached the HMC once, none refused',
+    )
+    left = {k: data[k] for k in ('faults', 'partitions_left', 'groups_left') if data[k]}
+    judged['move_leaves_nothing'] = _target(
+        not left,
+        left or 0,
+        "each step leaves the partitions it should (the source's gone after confirm, the "
+        "destination's after revert); no partition or storage group left",
+    )
+    timing = data.get('timing')
+    if timing:
+        waits = {
+            f'{path} {step}': s['beyond_jobs_s']
+            for path, entry in timing['paths'].items()
+            for step, s in entry['steps'].items()
+            if s['jobs']
+        }
+        judged['move_wait_overhead'] = _target(
+            all(v is not None and v <= WAIT_OVERHEAD_S for v in waits.values())
+            and not timing['faults']
+            and not timing['rejected'],
+            waits,
+            f'<= {WAIT_OVERHEAD_S} s after the last HMC job a step waited for ended '
+            f'({timing["latency_ms"]:g} ms per request, jobs of {timing["job_seconds"]:g} s)',
+        )
+    return {f'{profile} {name} {key}': t for key, t in judged.items()}
+
+
 def _sync_targets(profile: str, data: dict) -> dict:
     judged = {}
     sync = data['power_sync']
@@ -312,6 +403,8 @@ def targets(results: dict) -> dict:
             judged.update(_lifecycle_targets(profile, data))
         if data.get('storage_groups'):
             judged.update(sg_targets(profile, data['storage_groups']))
+        for name, move in data.get('moves', {}).items():
+            judged.update(move_targets(profile, name, move))
         judged.update(_sync_targets(profile, data))
     hop = results.get('grpc_hop')
     if hop:

@@ -25,6 +25,9 @@ from bench.rig import HostDef
 
 # Seconds the watcher measures the idle backend before the storm.
 IDLE_SECONDS = 4.0
+# Seconds each HMC request takes where a scenario measures wall time (an HMC
+# round trip over a site network, the appliance's own work included).
+HMC_LATENCY = 0.02
 
 OPERATIONS = (
     'prepare',
@@ -573,20 +576,34 @@ def reads_during_destroys(served, inventory: dict, rounds: int = 3, per_round: i
 # --- Scenario 3: time waited beyond the HMC jobs ----------------------------------------------
 
 
-def _job_timing(records, settings, returned_at: float) -> dict:
-    """When each Start/Stop job of a span ended, and how long after that the call returned.
+def _job_of(record, settings) -> tuple[str, float] | None:
+    """The kind and length of the HMC job a request submitted; None if it submitted none."""
+    if record.method != 'POST' or record.status != 202:
+        return None
+    path = record.uri.partition('?')[0]
+    match = JOB_POST.fullmatch(path)
+    if match is not None:
+        operation = match.group(1)
+        return operation, settings.start_seconds if operation == 'start' else settings.stop_seconds
+    if DISCOVERY_POST.fullmatch(path):
+        return 'discovery', settings.discover_seconds
+    return None
 
-    A job ends ``start_seconds`` (``stop_seconds``) after the HMC accepted it
-    (its 202, the record's time); the check that found it ended is the first
-    job status GET after that.
+
+def _job_timing(records, settings, returned_at: float) -> dict:
+    """When each HMC job of a span ended, and how long after that the call returned.
+
+    A Start, Stop or FCP discovery job ends ``start_seconds``,
+    ``stop_seconds`` or ``discover_seconds`` after the HMC accepted it (its
+    202, the record's time); the check that found it ended is the first job
+    status GET after that.
     """
     jobs, ends = [], []
     for index, record in enumerate(records):
-        match = JOB_POST.fullmatch(record.uri.partition('?')[0])
-        if record.method != 'POST' or match is None or record.status != 202:
+        job = _job_of(record, settings)
+        if job is None:
             continue
-        operation = match.group(1)
-        seconds = settings.start_seconds if operation == 'start' else settings.stop_seconds
+        operation, seconds = job
         end = record.time + seconds
         later = records[index + 1 :]
         found = next(
@@ -595,7 +612,7 @@ def _job_timing(records, settings, returned_at: float) -> dict:
         )
         checks = 0
         for r in later:
-            if r.method == 'POST' and JOB_POST.fullmatch(r.uri.partition('?')[0]):
+            if _job_of(r, settings) is not None:
                 break  # the next job's checks are its own
             checks += _is_job_check(r)
         ends.append(end)
@@ -849,7 +866,10 @@ def _bare_grpcio(latency: float, repeats: int) -> dict:
 
 
 def grpc_hop(
-    profile: str = '2.15.0', latency: float = 0.02, job_seconds: float = 0.05, repeats: int = 5
+    profile: str = '2.15.0',
+    latency: float = HMC_LATENCY,
+    job_seconds: float = 0.05,
+    repeats: int = 5,
 ) -> dict:
     """Each operation through the driver over gRPC vs the servicer called in-process."""
     host = 'hop'
@@ -1009,7 +1029,7 @@ def many_hosts(
     profile: str = '2.15.0',
     hosts: int = 8,
     per_host: int = 8,
-    latency: float = 0.02,
+    latency: float = HMC_LATENCY,
     job_seconds: float = 0.05,
     repeats: int = 3,
 ) -> dict:

@@ -7,7 +7,9 @@ through the real driver over gRPC and a real zhmcclient Session over HTTPS,
 on dpm-hmc-sim's HMC 2.14.1, 2.15.0 and 2.16.0; the counts are what reached
 the simulator. The vHBA lifecycle runs on the z13 of 2.14.1 and 2.15.0, the
 storage-group lifecycle on the z14 of 2.15.0 and 2.16.0; its budgets are
-explained in bench/run.py (SG_BUDGETS).
+explained in bench/run.py (SG_BUDGETS). Moves (bench/moves.py): a resize
+between two hosts of one CPC on each path and a cold migration from a z13
+host to a z14 host, each step counted (budgets: bench/run.py move_budget).
 """
 
 from __future__ import annotations
@@ -465,4 +467,203 @@ def test_the_storage_group_table_and_targets_show_the_discovery():
     sg['groups_left'] = ['OpenStack-sg-x']
     sg['per_nics']['n1']['operations']['destroy']['work'] = run.sg_budget('destroy', 1) + 1
     judged = run.sg_targets('2.16.0', sg)
+    assert not any(t['met'] for t in judged.values()), judged
+
+
+# --- moves: resize and cold migration ------------------------------------------------------
+
+MOVES = {
+    '2.14.1': {'resize_vhba', 'cold_migration_vhba_to_storage_groups'},
+    '2.15.0': {'resize_vhba', 'resize_storage_groups', 'cold_migration_vhba_to_storage_groups'},
+    '2.16.0': {'resize_storage_groups'},
+}
+# HMC requests besides polling (job checks) of each step, on the path of the host that runs it
+# (1 NIC, 1 vHBA; storage groups on two adapter ports). Jobs end at once.
+MOVE_STEP_COUNTS = {
+    'vhba': {
+        'migrate_disk_and_power_off': (3, 2),  # a power off
+        'volume_connector': (4, 0),  # a prepare that creates the partition and its vHBA
+        'finish_migration': (10, 2),  # the partition found again (3), a spawn (7)
+        'confirm_migration': (2, 0),  # a stopped partition found and deleted: no Stop job
+        'revert_destroy': (4, 2),  # a destroy
+        'finish_revert_migration': (7, 2),  # a spawn converging: its NIC read, none created
+    },
+    'storage_groups': {
+        'migrate_disk_and_power_off': (3, 2),
+        'volume_connector': (5, 0),  # SG_BUDGETS['prepare']
+        'finish_migration': (21, 4),  # the partition and group found (4), a spawn (17)
+        'confirm_migration': (6, 0),  # detach, delete partition and group; no Stop job
+        'revert_destroy': (8, 2),  # a destroy
+        'finish_revert_migration': (14, 2),
+    },
+}
+
+
+def _moves(results):
+    for profile, data in results['profiles'].items():
+        for name, move in data['moves'].items():
+            yield profile, name, move
+
+
+def test_every_move_that_applies_ran_and_left_nothing(results):
+    ran = {profile: set(data['moves']) for profile, data in results['profiles'].items()}
+    assert ran == MOVES
+    for profile, name, move in _moves(results):
+        assert set(move['steps']) == set(run.moves.STEPS), (profile, name)
+        assert move['faults'] == [], (profile, name)
+        assert move['partitions_left'] == move['groups_left'] == [], (profile, name)
+        assert 'timing' not in move  # seconds: the full run only
+        for step, counts in move['steps'].items():
+            assert counts['seam_differs'] == 0, (profile, name, step)
+            assert counts['rejected'] == 0, (profile, name, step)
+
+
+def test_each_step_of_a_move_costs_what_its_path_says(results):
+    for profile, name, move in _moves(results):
+        for step, host in run.moves.STEPS.items():
+            path = move[host]['path']
+            expected = MOVE_STEP_COUNTS[path][step]
+            if (profile, path, step) == ('2.16.0', 'storage_groups', 'finish_migration'):
+                expected = (20, 4)  # the partition found with the list (no GET on 2.16)
+            counts = move['steps'][step]
+            assert (counts['work'], counts['polling']) == expected, (profile, name, step, counts)
+
+
+def _lifecycle(data: dict, path: str) -> dict | None:
+    """The operations of the profile's lifecycle on ``path`` (1 NIC, 1 vHBA), if it ran."""
+    if path == 'vhba':
+        entry = (data.get('requests_per_operation') or {}).get('n1_m1')
+    else:
+        entry = (data.get('storage_groups') or {}).get('per_nics', {}).get('n1')
+    return entry and entry['operations']
+
+
+def test_the_steps_of_a_move_are_the_lifecycle_operations_they_reuse(results):
+    """Compared with the lifecycle of the same profile: the same requests, class by class."""
+    compared = 0
+    for profile, name, move in _moves(results):
+        data = results['profiles'][profile]
+        steps = move['steps']
+        ops = _lifecycle(data, move['destination']['path'])
+        if ops:  # 2.14.1 runs no storage-group lifecycle
+            assert steps['volume_connector']['by_class'] == ops['prepare']['by_class'], name
+            assert steps['revert_destroy']['by_class'] == ops['destroy']['by_class'], name
+            found_again = steps['finish_migration']['work'] - ops['spawn']['work']
+            assert found_again == ops['volume_connector']['work'], (profile, name)
+            compared += 1
+        ops = _lifecycle(data, move['source']['path'])
+        if ops:
+            power_off = steps['migrate_disk_and_power_off']['by_class']
+            assert power_off == ops['power_off']['by_class'], (profile, name)
+            compared += 1
+    assert compared == 11
+
+
+def test_a_cold_migration_uses_each_ends_storage_path(results):
+    for profile, _, move in _moves(results):
+        if move['kind'] != 'migration':
+            continue
+        assert (move['source']['cpc'], move['destination']['cpc']) == ('CPCZ13', 'CPCZ14')
+        for step, host in run.moves.STEPS.items():
+            classes = ' '.join(move['steps'][step]['by_class'])
+            if host == 'destination':
+                assert '/hbas' not in classes, (profile, step)
+            else:
+                assert 'storage-groups' not in classes, (profile, step)
+        assert move['steps']['volume_connector']['by_class'].get('POST /api/storage-groups') == 1
+
+
+def test_moves_meet_their_budgets(results):
+    for profile, name, move in _moves(results):
+        judged = run.move_targets(profile, name, move)
+        assert set(judged) == {
+            f'{profile} {name} move_requests',
+            f'{profile} {name} move_leaves_nothing',
+        }
+        assert all(t['met'] for t in judged.values()), judged
+        assert judged == {k: results['targets'][k] for k in judged}
+    text = report.table(results)
+    assert '## Moves: HMC requests per step' in text
+    # 2.14.1's resize, then its cold migration: the first columns.
+    assert '| total, confirmed | 19 (4) / 24 | 31 (6) / 36 |' in text
+    assert '## Moves: seconds' not in text
+
+
+def test_the_job_timing_sees_discovery_and_start_jobs():
+    """A storage-group finish_migration waits for a discovery, then a Start (made-up records)."""
+
+    class Record:
+        def __init__(self, time, method, uri, status=200):
+            self.time, self.method, self.uri, self.status = time, method, uri, status
+
+    class Settings:
+        start_seconds, stop_seconds, discover_seconds = 1.0, 1.0, 2.0
+
+    records = [
+        Record(10.0, 'POST', '/api/storage-groups/g1/operations/start-fcp-storage-discovery', 202),
+        Record(10.5, 'GET', '/api/jobs/j1'),
+        Record(12.1, 'GET', '/api/jobs/j1'),
+        Record(12.2, 'DELETE', '/api/jobs/j1'),
+        Record(12.3, 'POST', '/api/partitions/p1/operations/start', 202),
+        Record(13.5, 'GET', '/api/jobs/j2'),
+        Record(13.6, 'DELETE', '/api/jobs/j2'),
+    ]
+    timing = run.scenarios._job_timing(records, Settings, 13.8)
+    assert [(j['operation'], j['seconds'], j['checks']) for j in timing['jobs']] == [
+        ('discovery', 2.0, 2),
+        ('start', 1.0, 1),
+    ]
+    assert [j['found_after_s'] for j in timing['jobs']] == [0.1, 0.2]
+    assert timing['overhead_s'] == 0.5
+
+
+def _made_up_move() -> dict:
+    op = {'work': 1, 'polling': 0, 'total': 1, 'rejected': 0, 'seam_differs': 0, 'by_class': {}}
+    moves = run.moves
+    step_s = {'wall_s': 1.2, 'jobs': ['stop'], 'jobs_s': 1.0, 'beyond_jobs_s': 0.2}
+    return {
+        'kind': 'resize',
+        'source': {'host': 'source', 'cpc': 'CPCZ13', 'path': 'vhba', 'vhbas': 1},
+        'destination': {'host': 'destination', 'cpc': 'CPCZ13', 'path': 'vhba', 'vhbas': 1},
+        'nics': 1,
+        'flavors': {'old': [1, 512], 'new': [2, 1024]},
+        'steps': {step: dict(op) for step in moves.STEPS},
+        'paths': {path: {'work': len(names), 'polling': 0} for path, names in moves.PATHS.items()},
+        'faults': [],
+        'partitions_left': [],
+        'groups_left': [],
+        'timing': {
+            'latency_ms': 20.0,
+            'job_seconds': 1.0,
+            'faults': [],
+            'rejected': 0,
+            'paths': {
+                path: {
+                    'steps': {step: dict(step_s) for step in names},
+                    'wall_s': 1.2 * len(names),
+                    'jobs_s': 1.0 * len(names),
+                    'requests': 10,
+                }
+                for path, names in moves.PATHS.items()
+            },
+        },
+    }
+
+
+def test_the_move_tables_and_targets_show_the_seconds_and_what_failed():
+    move = _made_up_move()
+    judged = run.move_targets('2.15.0', 'resize_vhba', move)
+    assert all(t['met'] for t in judged.values()), judged
+    results = {'profiles': {'2.15.0': {'moves': {'resize_vhba': move}}}}
+    text = '\n'.join(report._moves(results))
+    assert '| migrate_disk_and_power_off (source) | 1 (0) / 5 |' in text
+    assert '| total, reverted | 5 (0) / 31 |' in text
+    assert '## Moves: seconds per step at 20 ms per HMC request, jobs of 1 s' in text
+    assert '| finish_migration (destination) | 1.200 (0.200) |' in text
+    assert '| total, confirmed | 4.800 (4.000) |' in text
+    # Over the budget, a partition left, a wait too long: each judged.
+    move['paths']['confirm']['work'] = 25
+    move['partitions_left'] = ['OpenStack-source-x']
+    move['timing']['paths']['revert']['steps']['revert_destroy']['beyond_jobs_s'] = 0.6
+    judged = run.move_targets('2.15.0', 'resize_vhba', move)
     assert not any(t['met'] for t in judged.values()), judged
