@@ -109,16 +109,16 @@ CREATORS = ('prepare', 'spawn', 'attach-volume')
 REMOVERS = {'destroy': pb.DestroyResponse(existed=True), 'detach-volume': None}
 
 
-def _group(hmc):
+def storage_group(hmc, name: str = NAME):
     for group in hmc.consoles.lookup_by_oid(None).storage_groups.list():
-        if group.properties['name'] == NAME:
+        if group.properties['name'] == name:
             return group
     return None
 
 
-def storage_state(hmc) -> dict | None:
+def storage_state(hmc, name: str = NAME) -> dict | None:
     """The instance's storage group as OpenStack configured it; HMC-assigned ids left out."""
-    group = _group(hmc)
+    group = storage_group(hmc, name)
     if group is None:
         return None
     props = group.properties
@@ -134,7 +134,7 @@ def storage_state(hmc) -> dict | None:
                 for p in v.get('paths') or []
             ),
         }
-    partitions = find_partitions(hmc, NAME)
+    partitions = find_partitions(hmc, name)
     return {
         'fields': {k: props.get(k) for k in ('description', 'type', 'shared', 'max-partitions',
                                              'connectivity', 'fulfillment-state')},
@@ -153,17 +153,17 @@ def storage_state(hmc) -> dict | None:
 STORAGE_URIS = ('boot-storage-volume', 'storage-group-uris')
 
 
-def state(hmc) -> dict:
-    partition = instance_state(hmc, NAME)
+def state(hmc, name: str = NAME) -> dict:
+    partition = instance_state(hmc, name)
     if partition is not None:
-        for name in STORAGE_URIS:
-            partition['partition'].pop(name, None)
-    return {'partition': partition, 'storage': storage_state(hmc)}
+        for uri in STORAGE_URIS:
+            partition['partition'].pop(uri, None)
+    return {'partition': partition, 'storage': storage_state(hmc, name)}
 
 
 def nothing_left(hmc) -> list[str]:
     left = [f'partition {p.uri}' for p in find_partitions(hmc, NAME)]
-    if _group(hmc) is not None:
+    if storage_group(hmc) is not None:
         left.append(f'storage group {NAME}')
     return left
 
