@@ -704,7 +704,14 @@ class DPMDriver(driver.ComputeDriver):
         LOG.info(
             'Hard reboot of an instance in ERROR: reconfiguring its partition', instance=instance
         )
-        self.power_off(instance)
+        try:
+            self.power_off(instance)
+        except exception.InstanceNotFound:
+            # A failed destroy (a revert's, say) took the partition but not all
+            # of its storage: Spawn creates it again on what is left (a storage
+            # group boots as before; new vHBAs fail on the volume's initiators
+            # with BOOT_VOLUME_UNUSABLE, which says what to do).
+            LOG.warning('Hard reboot: the partition is gone; creating it again', instance=instance)
         request = self._spawn_request(
             instance, network_info, block_device_info, leave_stopped=False, fence=True
         )

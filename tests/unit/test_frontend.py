@@ -1058,6 +1058,9 @@ class FakeBackend:
         if method == 'Destroy':
             existed, self.present = self.present, False
             return pb.DestroyResponse(existed=existed)
+        if method == 'Spawn':  # creates the partition when it is gone
+            self.present = True
+            return pb.SpawnResponse()
         if not self.present:
             raise failed_call(grpc.StatusCode.NOT_FOUND, 'INSTANCE_NOT_FOUND', 'no partition')
         replies = {
@@ -1267,3 +1270,13 @@ def test_a_hard_reboot_of_an_instance_in_error_reconfigures_its_partition():
     assert (spawn.leave_stopped, spawn.stop_other_hosts_partitions) == (False, True)
     assert [n.mac for n in spawn.nics] == ['fa:16:3e:00:00:01']
     assert spawn.boot_volume.target_lun == 3
+
+
+def test_a_hard_reboot_in_error_creates_a_partition_a_failed_destroy_took():
+    backend = FakeBackend(present=False)
+    drv, _ = scripted_driver(backend)
+    instance = make_instance(wwpns=WWPNS)
+    instance.vm_state = vm_states.ERROR
+    drv.reboot(None, instance, network_model.NetworkInfo([vif()]), 'HARD', fc_bdi())
+    assert backend.methods == ['PowerOff', 'Spawn']
+    assert backend.present
