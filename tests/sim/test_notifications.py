@@ -51,18 +51,6 @@ class Listener:
     def next(self, timeout: float = 5.0) -> Notification | Exception:
         return self.items.get(timeout=timeout)
 
-    def until(self, wanted: Callable[[dict[str, str]], bool], timeout: float = 5.0):
-        """The notifications up to and including the first one ``wanted`` accepts."""
-        seen: list[Notification] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            item = self.items.get(timeout=max(0.01, deadline - time.monotonic()))
-            if isinstance(item, Exception):
-                continue
-            seen.append(item)
-            if wanted(item[0]):
-                return seen
-
     def close(self) -> None:
         # notifications() sees the close only at its next check (every 5 s or more),
         # so its daemon thread is not waited for.
