@@ -22,9 +22,16 @@ exists), or closed with the LUNs a test lists (fabric.py)::
     hmc.sim.set_fabric({'open': False})
     hmc.sim.expose_lun(target_wwpn, '0001000000000000', size=10, host_wwpns=[...])
 
+HMC notifications (notifications.py) travel, as on an HMC, through a STOMP broker
+with TLS (broker.py) to a real ``zhmcclient.NotificationReceiver``::
+
+    with served('2.15.0', password='pw', cert_dir=tmp_path, notifications=True) as hmc:
+        receiver = hmc.receiver([session.object_topic, session.job_topic])
+
 As a process: ``dpm-hmc-sim --definition 2.15.0 --listen 127.0.0.1:0 --userid
-openstack --password-file FILE --cert-dir DIR`` (or ``python -m dpm_hmc_sim``);
-``testing.SimulatorProcess`` runs it and speaks its ``/_sim/`` admin paths.
+openstack --password-file FILE --cert-dir DIR [--stomp-listen 127.0.0.1:61612]``
+(or ``python -m dpm_hmc_sim``); ``testing.SimulatorProcess`` runs it and speaks its
+``/_sim/`` admin paths.
 """
 
 from dpm_hmc_sim.core import Reply

@@ -11,6 +11,7 @@ thread-safe, so every state change and handler call happens under ``lock``.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 import logging
 import re
@@ -41,6 +42,9 @@ from dpm_hmc_sim.fabric import Lun
 from dpm_hmc_sim.jobs import JOBS_URI
 from dpm_hmc_sim.jobs import JobBook
 from dpm_hmc_sim.jobs import JobClock
+from dpm_hmc_sim.notifications import Notifier
+from dpm_hmc_sim.notifications import Sink
+from dpm_hmc_sim.notifications import Snapshot
 from dpm_hmc_sim.sessions import Session
 from dpm_hmc_sim.sessions import SessionTable
 
@@ -144,6 +148,9 @@ class Simulator:
         self._outcomes: dict[tuple[str, str], str] = {}
         self._records: list[RequestRecord] = []
         self._storage = storage.StorageState(Fabric.from_dict(fabric or {}))
+        self._notifier = Notifier()
+        self._request_session: Session | None = None  # of the request being handled
+        self._before: Snapshot | None = None  # the HMC before the request being handled
 
     # --- admin interface -------------------------------------------------------
 
@@ -282,6 +289,29 @@ class Simulator:
 
     def close(self) -> None:
         self._clock.close()
+        self._notifier.close()
+
+    # --- notifications (notifications.py, broker.py) ----------------------------------
+
+    def publish_to(self, sink: Sink) -> None:
+        """Publish HMC notifications through ``sink`` (a broker.Broker) from now on."""
+        self._notifier.attach(sink)
+
+    def stomp_logon(self, login: str, passcode: str) -> bool:
+        """Whether the broker lets this STOMP CONNECT in: HMC userid and password, or
+        an open API session's id and session credential."""
+        with self.lock:
+            if self._settings.logon_refused or not self._settings.enabled:
+                return False
+            userid, password = self._credentials
+            if hmac.compare_digest(login.encode(), userid.encode()) and hmac.compare_digest(
+                passcode.encode(), password.encode()
+            ):
+                return True
+            return self._sessions.credential_valid(login, passcode, self._settings.session_timeout)
+
+    def _object_topics(self) -> list[str]:
+        return [s.object_topic for s in self._sessions.live(self._settings.session_timeout)]
 
     def __enter__(self) -> Simulator:
         return self
@@ -301,8 +331,12 @@ class Simulator:
         with self.lock:
             self._finish_due_jobs()
             context: dict[str, str] = {}
+            if method in ('POST', 'DELETE'):
+                self._before = self._notifier.snapshot(self._hmc, _target(uri))
             try:
                 reply = self._dispatch(method, uri, headers, body, context)
+                if self._before is not None and reply.status < 400:
+                    self._notifier.changes(self._hmc, self._before, self._object_topics())
             except HmcError as exc:
                 reply = Reply(exc.status, exc.body(method, uri))
             except FakedHTTPError as exc:
@@ -310,6 +344,9 @@ class Simulator:
             except Exception as exc:  # a simulator or mock bug: an HMC would answer 500
                 LOG.exception('%s %s failed', method, uri)
                 reply = Reply(500, HmcError(500, 0, f'simulator error: {exc!r}').body(method, uri))
+            finally:
+                self._before = None
+                self._request_session = None
             record = RequestRecord(
                 time.time(), method, uri, reply.status, reply.reason, context.get('userid')
             )
@@ -332,6 +369,7 @@ class Simulator:
             return self._logon(_json_body(raw_body), context)
         session = self._session(headers)  # before anything else is looked at
         context['userid'] = session.userid
+        self._request_session = session
         body = _json_body(raw_body)
         if path == '/api/sessions/this-session' and method == 'DELETE':
             self._sessions.logoff(session)
@@ -397,8 +435,10 @@ class Simulator:
             {
                 'api-session': session.session_id,
                 'session-credential': session.credential,
-                'notification-topic': f'hmc-sim-topic-{session.session_id[:8]}',
-                'job-notification-topic': f'hmc-sim-job-topic-{session.session_id[:8]}',
+                # Topic names for JMS notifications (HMC WS API book, Logon response;
+                # zc _session.py ~854): one pair per API session here.
+                'notification-topic': session.object_topic,
+                'job-notification-topic': session.job_topic,
                 'api-major-version': major,
                 'api-minor-version': minor,
                 'password-expires': -1,
@@ -432,10 +472,26 @@ class Simulator:
     def _finish_due_jobs(self) -> None:
         with self.lock:
             for job in self._jobs.due(time.monotonic()):
+                self._flush_request_changes()
+                target = self._hmc.all_resources.get(job.target_uri)
+                before = dict(target.properties) if target is not None else {}
                 if job.operation == 'discover':
                     storage.finish_discovery(self._hmc, self._storage, job)
                 else:
                     operations.finish_job(self._hmc, job)
+                if self._notifier.enabled:
+                    if target is not None:
+                        self._notifier.property_changes(self._object_topics(), target, before)
+                    starter = self._sessions.get(job.session_id)
+                    self._notifier.job_completion(starter.job_topic if starter else None, job.uri)
+
+    def _flush_request_changes(self) -> None:
+        """Publish the request's changes so far, so that a job ending inside it comes after."""
+        before = self._before
+        if before is None or before.target is None:
+            return
+        self._notifier.changes(self._hmc, before, self._object_topics())
+        self._before = self._notifier.snapshot(self._hmc, before.target.uri)
 
     def _start_stop(self, method: str, uri: str, path: str, body: Any) -> Reply:
         partition_uri, _, operation = path.rpartition('/operations/')
@@ -457,7 +513,9 @@ class Simulator:
         return Reply(202, {'job-uri': job.uri}, {'Location': job.uri})
 
     def _submit(self, operation: str, target: str, outcome: str, prior: str, duration: float):
-        return self._jobs.add(operation, target, outcome, prior, time.monotonic() + duration)
+        session_id = self._request_session.session_id if self._request_session else ''
+        due = time.monotonic() + duration
+        return self._jobs.add(operation, target, outcome, prior, due, session_id)
 
     def _run_job(self, job: Any, duration: float) -> None:
         if duration <= 0:
@@ -660,6 +718,11 @@ class Simulator:
         if created and '/operations/' not in uri:
             return Reply(201, result, {'Location': created})
         return Reply(200, result)
+
+
+def _target(uri: str) -> str:
+    """The object a request changes: its path, less any ``/operations/...``."""
+    return uri.partition('?')[0].partition('/operations/')[0]
 
 
 def _json_body(raw: bytes | None) -> Any:

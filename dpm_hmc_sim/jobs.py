@@ -32,6 +32,7 @@ class Job:
     outcome: str  # what the job will do (rules.OUTCOMES)
     prior_status: str  # the partition's status before the request ('' for a discovery)
     due: float  # monotonic time the job ends
+    session_id: str = ''  # the API session that started it: its job topic hears the end
     status: str = 'running'
     status_code: int | None = None
     reason_code: int | None = None
@@ -72,8 +73,16 @@ class JobBook:
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
 
-    def add(self, operation: str, target_uri: str, outcome: str, prior: str, due: float) -> Job:
-        job = Job(uuid.uuid4().hex, operation, target_uri, outcome, prior, due)
+    def add(
+        self,
+        operation: str,
+        target_uri: str,
+        outcome: str,
+        prior: str,
+        due: float,
+        session_id: str = '',
+    ) -> Job:
+        job = Job(uuid.uuid4().hex, operation, target_uri, outcome, prior, due, session_id)
         self._jobs[job.job_id] = job
         return job
 

@@ -193,6 +193,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         help=f'directory of {tls.CA_FILE}, {tls.CERT_FILE}, {tls.KEY_FILE}; created if missing',
     )
+    parser.add_argument(
+        '--stomp-listen',
+        metavar='HOST:PORT',
+        help='also publish HMC notifications through a STOMP broker with TLS on this loopback '
+        'address (an HMC uses port 61612); port 0: any. Default: no notifications',
+    )
     parser.add_argument('--start-seconds', type=float, default=1.0, help='Start Partition job')
     parser.add_argument('--stop-seconds', type=float, default=1.0, help='Stop Partition job')
     parser.add_argument(
@@ -232,7 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency=args.latency,
             session_timeout=args.session_timeout,
         )
-        server = HmcServer(address, simulator, tls.cert_files(args.cert_dir))
+        files = tls.cert_files(args.cert_dir)
+        broker = None
+        if args.stomp_listen:
+            from dpm_hmc_sim.broker import Broker  # coilmq: only where notifications are on
+
+            broker = Broker(files, simulator.stomp_logon, loopback_address(args.stomp_listen))
+            simulator.publish_to(broker)
+        server = HmcServer(address, simulator, files)
     except (ValueError, DefinitionError, OSError) as exc:
         print(f'{PROG}: {exc}', file=sys.stderr)
         return 2
@@ -245,14 +258,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = server.server_address[:2]
     shown = f'[{host}]' if ':' in host else host
     definition = simulator.definition
+    stomp = ''
+    if broker is not None:
+        stomp_host = f'[{broker.host}]' if ':' in broker.host else broker.host
+        stomp = f'; STOMP on {stomp_host}:{broker.port}'
     print(
         f'{PROG}: serving HMC {definition.hmc_version} (API {definition.api_text}) '
-        f'on {shown}:{port}',
+        f'on {shown}:{port}{stomp}',
         flush=True,
     )
     while not stop.wait(3600):
         pass
     server.stop()
     thread.join(timeout=5)
+    if broker is not None:
+        broker.stop()
     simulator.close()
     return 0

@@ -24,6 +24,16 @@ class Session:
     credential: str
     last_used: float
 
+    @property
+    def object_topic(self) -> str:
+        """Its JMS topic for object notifications (Logon's ``notification-topic``)."""
+        return f'hmc-sim-topic-{self.session_id[:8]}'
+
+    @property
+    def job_topic(self) -> str:
+        """Its JMS topic for its jobs' completions (Logon's ``job-notification-topic``)."""
+        return f'hmc-sim-job-topic-{self.session_id[:8]}'
+
 
 @dataclasses.dataclass
 class Counts:
@@ -70,6 +80,28 @@ class SessionTable:
             return None
         session.last_used = now
         return session
+
+    def get(self, session_id: str) -> Session | None:
+        """The session with this id, without marking it used."""
+        return self._sessions.get(session_id)
+
+    def live(self, timeout: float) -> list[Session]:
+        """The sessions not idle for longer than ``timeout`` (0: all)."""
+        now = self._clock()
+        return [
+            session
+            for session in self._sessions.values()
+            if timeout <= 0 or now - session.last_used <= timeout
+        ]
+
+    def credential_valid(self, session_id: str, credential: str, timeout: float) -> bool:
+        """Whether a live session has this id and credential (a STOMP logon may use them)."""
+        session = self._sessions.get(session_id)
+        if session is None or not hmac.compare_digest(
+            credential.encode(), session.credential.encode()
+        ):
+            return False
+        return timeout <= 0 or self._clock() - session.last_used <= timeout
 
     def logoff(self, session: Session) -> None:
         if self._sessions.pop(session.session_id, None) is not None:

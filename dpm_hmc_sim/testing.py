@@ -20,12 +20,16 @@ import requests
 import zhmcclient
 
 from dpm_hmc_sim import tls
+from dpm_hmc_sim.broker import Broker
 from dpm_hmc_sim.core import RequestRecord
 from dpm_hmc_sim.core import Simulator
 from dpm_hmc_sim.server import HmcServer
 
 HOST = '127.0.0.1'
-READY = re.compile(r'dpm-hmc-sim: serving HMC (\S+) \(API (\S+)\) on \[?([^\]]+)\]?:(\d+)')
+READY = re.compile(
+    r'dpm-hmc-sim: serving HMC (\S+) \(API (\S+)\) on \[?([^\]\s;]+)\]?:(\d+)'
+    r'(?:; STOMP on \[?[^\]\s;]+\]?:(\d+))?'
+)
 # Settings the command takes as options; the others are set through /_sim/config.
 COMMAND_OPTIONS = (
     'start_seconds', 'stop_seconds', 'discover_seconds', 'latency', 'session_timeout',
@@ -40,6 +44,16 @@ class _Endpoint:
     ca_file: str
     userid: str
     password: str
+    stomp_port: int | None = None  # the STOMP broker's port, when notifications are on
+
+    def receiver(self, topics: list[str], **kwargs: Any) -> zhmcclient.NotificationReceiver:
+        """A real zhmcclient NotificationReceiver on the simulator's STOMP broker."""
+        if self.stomp_port is None:
+            raise RuntimeError('this simulator publishes no notifications (notifications=True)')
+        kwargs.setdefault('verify_cert', self.ca_file)
+        return zhmcclient.NotificationReceiver(
+            topics, self.host, self.userid, self.password, port=self.stomp_port, **kwargs
+        )
 
     def session(self, **kwargs: Any) -> zhmcclient.Session:
         """A real zhmcclient Session to the simulator (not yet logged on)."""
@@ -57,15 +71,23 @@ class ServedSimulator(_Endpoint):
         userid: str,
         password: str,
         cert_dir: str | Path,
+        notifications: bool = False,
         **settings: Any,
     ) -> None:
         self.userid, self.password = userid, password
         files = tls.cert_files(cert_dir)
         self.ca_file = str(files.ca)
         self.sim = Simulator(definition, userid=userid, password=password, **settings)
+        self.broker: Broker | None = None
         try:
+            if notifications:
+                self.broker = Broker(files, self.sim.stomp_logon, (HOST, 0))
+                self.stomp_port = self.broker.port
+                self.sim.publish_to(self.broker)
             self._server = HmcServer((HOST, 0), self.sim, files)
         except BaseException:
+            if self.broker is not None:
+                self.broker.stop()
             self.sim.close()
             raise
         self.host, self.port = HOST, self._server.server_address[1]
@@ -84,6 +106,8 @@ class ServedSimulator(_Endpoint):
         self._stopped = True
         self._server.stop()
         self._thread.join(timeout=5)
+        if self.broker is not None:
+            self.broker.stop()
         self.sim.close()
 
     def __enter__(self) -> ServedSimulator:
@@ -99,11 +123,20 @@ def served(
     userid: str = 'openstack',
     password: str,
     cert_dir: str | Path,
+    notifications: bool = False,
     **settings: Any,
 ) -> ServedSimulator:
-    """Start a simulator in this process (a context manager; or call ``stop()``)."""
+    """Start a simulator in this process (a context manager; or call ``stop()``).
+
+    ``notifications=True`` also starts its STOMP broker (``stomp_port``, ``broker``).
+    """
     return ServedSimulator(
-        definition, userid=userid, password=password, cert_dir=cert_dir, **settings
+        definition,
+        userid=userid,
+        password=password,
+        cert_dir=cert_dir,
+        notifications=notifications,
+        **settings,
     )
 
 
@@ -118,6 +151,7 @@ class SimulatorProcess(_Endpoint):
         password: str,
         cert_dir: str | Path,
         ready_timeout: float = 30.0,
+        notifications: bool = False,
         **settings: Any,
     ) -> None:
         self.userid, self.password = userid, password
@@ -133,6 +167,8 @@ class SimulatorProcess(_Endpoint):
             '--userid', userid, '--password-file', str(password_file),
             '--cert-dir', str(cert_dir),
         ]  # fmt: skip
+        if notifications:
+            command += ['--stomp-listen', f'{HOST}:0']
         for name in COMMAND_OPTIONS:
             if name in settings:
                 command += [f'--{name.replace("_", "-")}', str(settings.pop(name))]
@@ -148,6 +184,8 @@ class SimulatorProcess(_Endpoint):
             if match is None:
                 raise RuntimeError(f'unexpected first line: {self.ready_line!r}')
             self.host, self.port = match.group(3), int(match.group(4))
+            if match.group(5):
+                self.stomp_port = int(match.group(5))
             self.ca_file = str(cert_dir / tls.CA_FILE)
             if settings:
                 self.configure(**settings)
