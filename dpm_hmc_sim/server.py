@@ -241,7 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = tls.cert_files(args.cert_dir)
         broker = None
         if args.stomp_listen:
-            from dpm_hmc_sim.broker import Broker  # coilmq: only where notifications are on
+            try:
+                from dpm_hmc_sim.broker import Broker  # coilmq: only where notifications are on
+            except ImportError as exc:
+                raise ValueError(
+                    f'--stomp-listen needs the STOMP broker coilmq ({exc}); install '
+                    'requirements-dev.txt'
+                ) from None
 
             broker = Broker(files, simulator.stomp_logon, loopback_address(args.stomp_listen))
             simulator.publish_to(broker)
