@@ -44,13 +44,14 @@ import threading
 import time
 import uuid
 import warnings
-from unittest import mock
 
 # Nova's dependencies import eventlet (unused: threading mode) and warn about it.
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 import yaml  # noqa: E402
 
+# attach_volume reads the volume size from a BDM: the bench's stand-in for Nova's database.
+from bench.rig import bdm_lookup  # noqa: E402
 from demo.transcript import Request  # noqa: E402
 from demo.transcript import Transcript  # noqa: E402
 from demo.transcript import explain_cmdline  # noqa: E402
@@ -229,30 +230,6 @@ def _demo_instance(objects, host: str, transcript: Transcript):
     )
 
 
-def _stub_bdm_lookup(objects, volume_size: int):
-    """Nova's BlockDeviceMapping.get_by_volume_and_instance without Nova's database.
-
-    attach_volume reads the volume's size from the BDM nova-compute has just
-    saved; the demo has no database, so the lookup returns a BDM object built
-    here, with the size Cinder would have given the volume.
-    """
-
-    def get_by_volume_and_instance(context, volume_id, instance_uuid, expected_attrs=None):
-        return objects.BlockDeviceMapping(
-            volume_id=volume_id,
-            instance_uuid=instance_uuid,
-            source_type='volume',
-            destination_type='volume',
-            volume_size=volume_size,
-        )
-
-    return mock.patch.object(
-        objects.BlockDeviceMapping,
-        'get_by_volume_and_instance',
-        staticmethod(get_by_volume_and_instance),
-    )
-
-
 def _other_instances(uuids: list[str], own: str) -> str:
     """Whether the host's list has this server, and how many other instances."""
     others = len(set(uuids) - {own})
@@ -377,7 +354,7 @@ def _lifecycle(
             'here: objects.BlockDeviceMapping.get_by_volume_and_instance is stubbed to return '
             f'its BDM with volume_size {DATA_VOLUME_GIB} (what attach_volume reads the size from)'
         )
-        with _stub_bdm_lookup(objects, DATA_VOLUME_GIB):
+        with bdm_lookup(DATA_VOLUME_GIB):
             call(
                 'attach_volume',
                 lambda: drv.attach_volume(context, connection_info, instance, '/dev/sdb'),

@@ -16,10 +16,8 @@ STOMP 1.1, which has no such check.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +33,6 @@ from dpm_hmc_sim import tls
 
 LOG = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT = 10.0
 POLL_SECONDS = 0.5  # how often a connection thread looks whether the broker stops
 
 
@@ -54,15 +51,10 @@ class _TlsStompServer(ThreadedStompServer):
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], files: tls.CertFiles, auth: Authenticator):
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._context.load_cert_chain(files.cert, files.key)
         # No TLS 1.3 session tickets: stomp.py writes CONNECT from one thread while its
         # receiver thread reads on the same SSL object, and a ticket arriving then made
         # about one connection in ten fail (client: "socket read error"; server: EOF).
-        self._context.num_tickets = 0
-        self._connections: set[ssl.SSLSocket] = set()
-        self._connections_lock = threading.Lock()
+        self.tls = tls.ServerConnections(files, session_tickets=False)
         if ':' in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(
@@ -74,31 +66,7 @@ class _TlsStompServer(ThreadedStompServer):
         )
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            connection = self._context.wrap_socket(request, server_side=True)
-        except OSError as exc:
-            LOG.debug('TLS handshake with %s failed: %s', client_address, exc)
-            return
-        with self._connections_lock:
-            self._connections.add(connection)
-        try:
-            super().finish_request(connection, client_address)
-        except OSError as exc:  # the client went away
-            LOG.debug('STOMP connection from %s: %s', client_address, exc)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(connection)
-            with contextlib.suppress(OSError):
-                connection.close()
-
-    def end_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+        self.tls.serve(request, client_address, super().finish_request)
 
 
 class Broker:
@@ -145,7 +113,7 @@ class Broker:
         if server is None:
             return
         server.shutdown()
-        server.end_connections()
+        server.tls.end_all()
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)

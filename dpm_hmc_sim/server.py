@@ -11,14 +11,12 @@ ConnectionError. ``/_sim/`` admin requests are answered always (admin.py).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
 import json
 import logging
 import signal
 import socket
 import socketserver
-import ssl
 import sys
 import threading
 from collections.abc import Mapping
@@ -38,7 +36,6 @@ LOG = logging.getLogger(__name__)
 
 PROG = 'dpm-hmc-sim'
 DEFAULT_LISTEN = '127.0.0.1:6794'  # the HMC's Web Services API port (zc _constants.py)
-HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0  # an idle keep-alive connection is closed after this
 
 
@@ -106,11 +103,7 @@ class HmcServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], simulator: Simulator, files: tls.CertFiles):
         self.simulator = simulator
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._context.load_cert_chain(files.cert, files.key)
-        self._connections: set[ssl.SSLSocket] = set()
-        self._connections_lock = threading.Lock()
+        self._tls = tls.ServerConnections(files)
         if ':' in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, HmcRequestHandler)
@@ -122,23 +115,7 @@ class HmcServer(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            connection = self._context.wrap_socket(request, server_side=True)
-        except OSError as exc:
-            LOG.debug('TLS handshake with %s failed: %s', client_address, exc)
-            return
-        with self._connections_lock:
-            self._connections.add(connection)
-        try:
-            super().finish_request(connection, client_address)
-        except OSError as exc:  # the client went away
-            LOG.debug('connection from %s: %s', client_address, exc)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(connection)
-            connection.close()
+        self._tls.serve(request, client_address, super().finish_request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         LOG.exception('request from %s failed', client_address)
@@ -147,11 +124,7 @@ class HmcServer(ThreadingHTTPServer):
         """Stop serving, and end the open connections."""
         self.shutdown()
         self.server_close()
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+        self._tls.end_all()
 
 
 def loopback_address(listen: str) -> tuple[str, int]:

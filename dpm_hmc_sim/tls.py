@@ -8,12 +8,19 @@ written: the files are made together, and made again together if one is missing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import fcntl
 import ipaddress
+import logging
 import os
+import socket
+import ssl
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -22,11 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.oid import NameOID
 
+LOG = logging.getLogger(__name__)
+
 CA_FILE = 'hmc-sim-ca.pem'
 CERT_FILE = 'hmc-sim-cert.pem'
 KEY_FILE = 'hmc-sim-key.pem'
 LOCK_FILE = '.hmc-sim-certs.lock'
 VALIDITY = datetime.timedelta(days=825)  # the longest server certificate lifetime clients accept
+HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +44,55 @@ class CertFiles:
     ca: Path
     cert: Path
     key: Path
+
+
+class ServerConnections:
+    """TLS on each connection a socketserver accepts, and the ones open, to end at stop.
+
+    The handshake runs in the connection's own thread (socketserver's
+    finish_request), never in the accepting one. Both of the simulator's
+    listeners (HTTPS and STOMP) serve through one of these.
+    """
+
+    def __init__(self, files: CertFiles, *, session_tickets: bool = True) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context.load_cert_chain(files.cert, files.key)
+        if not session_tickets:
+            self.context.num_tickets = 0
+        self._open: set[ssl.SSLSocket] = set()
+        self._lock = threading.Lock()
+
+    def serve(
+        self, request: socket.socket, client_address: Any, handle: Callable[[Any, Any], None]
+    ) -> None:
+        """Wrap ``request``, let ``handle`` serve it, then close it."""
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            connection = self.context.wrap_socket(request, server_side=True)
+        except OSError as exc:
+            LOG.debug('TLS handshake with %s failed: %s', client_address, exc)
+            return
+        with self._lock:
+            self._open.add(connection)
+        try:
+            handle(connection, client_address)
+        except OSError as exc:  # the client went away
+            LOG.debug('connection from %s: %s', client_address, exc)
+        finally:
+            with self._lock:
+                self._open.discard(connection)
+            with contextlib.suppress(OSError):
+                connection.close()
+
+    def end_all(self) -> None:
+        """End every open connection (its handler sees the end of the stream)."""
+        with self._lock:
+            connections = list(self._open)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 def cert_files(cert_dir: str | Path) -> CertFiles:

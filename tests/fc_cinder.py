@@ -63,3 +63,20 @@ class FCCinderFixture(nova_fixtures.CinderFixture):
         held = self.test.hmc_objects()
         self.deleted.append((volume_id, copy.deepcopy(attachment.get('connector')), held))
         super().fake_attachment_delete(context, attachment_id)
+
+
+def storage_of_a_boot_from_volume_cloud(test) -> FCCinderFixture:
+    """After Nova's own setUp: Cinder with the FC volumes, and the image they were made from."""
+    cinder = test.useFixture(FCCinderFixture(test))
+    test.glance.create(
+        None,
+        {
+            'id': IMAGE,
+            'name': 'rhel-s390x',
+            'status': 'active',
+            'disk_format': 'raw',
+            'container_format': 'bare',
+            'properties': {'hw_architecture': 's390x'},
+        },
+    )
+    return cinder

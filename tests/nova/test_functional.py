@@ -36,7 +36,7 @@ from fc_cinder import IMAGE
 from fc_cinder import LUN
 from fc_cinder import TARGET
 from fc_cinder import VOLUME
-from fc_cinder import FCCinderFixture
+from fc_cinder import storage_of_a_boot_from_volume_cloud
 from nova.tests.functional import integrated_helpers
 
 from dpm_backend import boot
@@ -98,18 +98,7 @@ class _DPMTestBase(integrated_helpers._IntegratedTestBase):
         )
         self.before_nova()
         super().setUp()
-        self.cinder = self.useFixture(FCCinderFixture(self))
-        self.glance.create(
-            None,
-            {
-                'id': IMAGE,
-                'name': 'rhel-s390x',
-                'status': 'active',
-                'disk_format': 'raw',
-                'container_format': 'bare',
-                'properties': {'hw_architecture': 's390x'},
-            },
-        )
+        self.cinder = storage_of_a_boot_from_volume_cloud(self)
         self.flavor = self.admin_api.post_flavor(
             {'flavor': {'name': 'dpm.small', 'ram': 2048, 'vcpus': 2, 'disk': 0}}
         )['id']
