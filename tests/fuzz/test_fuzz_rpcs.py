@@ -493,6 +493,9 @@ EXAMPLES = {
 # oracle, and (where the HMC state allows it) some must succeed.
 VALID_SHARE = 0.2
 ACCEPTED_SHARE = 0.05  # measured: 0.1 to 0.5 per RPC
+# Spawn: its valid cases also fail on the z14 and classic hosts and on capacity
+# (a flavor resized into a full subset); measured 0.03 to 0.07.
+ACCEPTED_SHARE_BY_METHOD = {'Spawn': 0.015}
 SOCKET_EXAMPLES = 60  # per RPC, over the unix socket
 FUZZ = settings(
     deadline=None,
@@ -577,15 +580,22 @@ def prepare(servicer, message):
     """
     if message.host not in VHBA_HOSTS:
         return None
-    context = Context()
-    reply = servicer.PrepareInstance(
-        pb.PrepareInstanceRequest(
-            host=message.host,
-            instance_uuid=message.instance_uuid,
-            flavor=pb.Flavor(vcpus=1, memory_mb=512),
-        ),
-        context,
-    )
+    small = pb.Flavor(vcpus=1, memory_mb=512)
+    # Prepared as Nova prepares: with the flavor the spawn brings, where the host
+    # holds it (else the smallest, and the spawn resizes the stopped partition).
+    flavors = [small]
+    if isinstance(message, pb.SpawnRequest) and _flavor_ok(message):
+        flavors.insert(0, message.flavor)
+    for flavor in flavors:
+        context = Context()
+        reply = servicer.PrepareInstance(
+            pb.PrepareInstanceRequest(
+                host=message.host, instance_uuid=message.instance_uuid, flavor=flavor
+            ),
+            context,
+        )
+        if context.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+            break
     assert context.code == grpc.StatusCode.OK, (context.code, context.details)
     request = type(message)()
     request.CopyFrom(message)
@@ -684,7 +694,8 @@ def test_hostile_requests_on_the_servicer(servicer, request, method):
         assert sum(ran) >= EXAMPLES[method] * VALID_SHARE, f'only {sum(ran)} valid cases'
         # Prepared instances on the vHBA hosts: the HMC's state lets these succeed.
         accepted_share = sum(accepted) / EXAMPLES[method]
-        assert accepted_share >= ACCEPTED_SHARE, f'only {sum(accepted)} valid cases accepted'
+        floor = ACCEPTED_SHARE_BY_METHOD.get(method, ACCEPTED_SHARE)
+        assert accepted_share >= floor, f'only {sum(accepted)} valid cases accepted'
     assert snapshot(hmc) == state, 'an HMC object changed'
 
 
