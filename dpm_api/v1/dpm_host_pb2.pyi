@@ -33,6 +33,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_PARTITION_NOT_STARTED: _ClassVar[ErrorReason]
     ERROR_REASON_HOST_NOT_READY: _ClassVar[ErrorReason]
     ERROR_REASON_PARTITION_RUNNING: _ClassVar[ErrorReason]
+    ERROR_REASON_WATCHER_TOO_SLOW: _ClassVar[ErrorReason]
 
 class PowerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,12 @@ class StoragePath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STORAGE_PATH_UNSPECIFIED: _ClassVar[StoragePath]
     STORAGE_PATH_VHBA: _ClassVar[StoragePath]
     STORAGE_PATH_STORAGE_GROUPS: _ClassVar[StoragePath]
+
+class WatchKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_KIND_UNSPECIFIED: _ClassVar[WatchKind]
+    WATCH_KIND_CURRENT_STATE: _ClassVar[WatchKind]
+    WATCH_KIND_CHANGE: _ClassVar[WatchKind]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_FIELD: ErrorReason
 ERROR_REASON_HOST_NOT_FOUND: ErrorReason
@@ -70,6 +77,7 @@ ERROR_REASON_INSTANCE_BUSY: ErrorReason
 ERROR_REASON_PARTITION_NOT_STARTED: ErrorReason
 ERROR_REASON_HOST_NOT_READY: ErrorReason
 ERROR_REASON_PARTITION_RUNNING: ErrorReason
+ERROR_REASON_WATCHER_TOO_SLOW: ErrorReason
 POWER_STATE_UNSPECIFIED: PowerState
 POWER_STATE_RUNNING: PowerState
 POWER_STATE_SHUTDOWN: PowerState
@@ -77,6 +85,9 @@ POWER_STATE_CRASHED: PowerState
 STORAGE_PATH_UNSPECIFIED: StoragePath
 STORAGE_PATH_VHBA: StoragePath
 STORAGE_PATH_STORAGE_GROUPS: StoragePath
+WATCH_KIND_UNSPECIFIED: WatchKind
+WATCH_KIND_CURRENT_STATE: WatchKind
+WATCH_KIND_CHANGE: WatchKind
 
 class Flavor(_message.Message):
     __slots__ = ("vcpus", "memory_mb")
@@ -375,3 +386,35 @@ class DetachVolumeResponse(_message.Message):
     EXISTED_FIELD_NUMBER: _ClassVar[int]
     existed: bool
     def __init__(self, existed: _Optional[bool] = ...) -> None: ...
+
+class WatchInstancesRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
+
+class InstanceState(_message.Message):
+    __slots__ = ("instance_uuid", "power_state", "partition_status", "removed")
+    INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
+    POWER_STATE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    instance_uuid: str
+    power_state: PowerState
+    partition_status: str
+    removed: bool
+    def __init__(self, instance_uuid: _Optional[str] = ..., power_state: _Optional[_Union[PowerState, str]] = ..., partition_status: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...
+
+class WatchInstancesResponse(_message.Message):
+    __slots__ = ("kind", "sequence", "epoch", "instances", "notifications")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    kind: WatchKind
+    sequence: int
+    epoch: str
+    instances: _containers.RepeatedCompositeFieldContainer[InstanceState]
+    notifications: bool
+    def __init__(self, kind: _Optional[_Union[WatchKind, str]] = ..., sequence: _Optional[int] = ..., epoch: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceState, _Mapping]]] = ..., notifications: _Optional[bool] = ...) -> None: ...

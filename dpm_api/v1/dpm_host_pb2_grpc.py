@@ -133,6 +133,11 @@ class DPMHostStub:
                 request_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeRequest.SerializeToString,
                 response_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeResponse.FromString,
                 _registered_method=True)
+        self.WatchInstances = channel.unary_stream(
+                '/dpm_api.v1.DPMHost/WatchInstances',
+                request_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.WatchInstancesRequest.SerializeToString,
+                response_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.WatchInstancesResponse.FromString,
+                _registered_method=True)
 
 
 class DPMHostServicer:
@@ -331,6 +336,29 @@ class DPMHostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchInstances(self, request, context):
+        """WatchInstances streams the host's instance changes so that a client
+        learns of a guest shutdown, or a start or stop made on the HMC, as it
+        happens instead of at its next poll. The stream starts with the current
+        state (kind CURRENT_STATE: every instance of the host, possibly none),
+        then sends one CHANGE per instance whose power state or partition status
+        changed, or whose partition was created or removed, in the order the
+        backend learnt of them. Only the host's own partitions are ever sent.
+        The backend learns of changes from the HMC's notifications; while it
+        receives none (`notifications` false in every response) changes reach
+        the stream when the backend reads the HMC for another call. A client
+        that reconnects gets the current state again and misses nothing.
+        Responses are buffered per stream up to a bound: a client that falls
+        that far behind is cut off with RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW)
+        and reconnects. The stream ends with UNAVAILABLE when the backend stops.
+        No side effects. Codes: NOT_FOUND (unknown host), FAILED_PRECONDITION
+        (HOST_NOT_READY), RESOURCE_EXHAUSTED, UNAVAILABLE, UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DPMHostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -398,6 +426,11 @@ def add_DPMHostServicer_to_server(servicer, server):
                     servicer.DetachVolume,
                     request_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeRequest.FromString,
                     response_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeResponse.SerializeToString,
+            ),
+            'WatchInstances': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInstances,
+                    request_deserializer=dpm__api_dot_v1_dot_dpm__host__pb2.WatchInstancesRequest.FromString,
+                    response_serializer=dpm__api_dot_v1_dot_dpm__host__pb2.WatchInstancesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -785,6 +818,33 @@ class DPMHost:
             '/dpm_api.v1.DPMHost/DetachVolume',
             dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeRequest.SerializeToString,
             dpm__api_dot_v1_dot_dpm__host__pb2.DetachVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dpm_api.v1.DPMHost/WatchInstances',
+            dpm__api_dot_v1_dot_dpm__host__pb2.WatchInstancesRequest.SerializeToString,
+            dpm__api_dot_v1_dot_dpm__host__pb2.WatchInstancesResponse.FromString,
             options,
             channel_credentials,
             insecure,
