@@ -64,6 +64,11 @@ def config_text(
         f'ca_file = {endpoint.ca_file}',
         f'userid = {hmc_mod.USERID}',
         f'password = {hmc_mod.PASSWORD}',
+        *(
+            [f'stomp_port = {endpoint.stomp_port}']
+            if getattr(endpoint, 'stomp_port', None)
+            else ['notifications = false']
+        ),
         *(f'{k} = {v}' for k, v in hmc_options.items()),
         '[backend]',
         f'listen = unix:{socket_path}',

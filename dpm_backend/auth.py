@@ -102,11 +102,30 @@ class TokenInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(self._prefix) or not handler.unary_unary:
+        if handler is None or not method.startswith(self._prefix):
             return handler
         token = presented_token(handler_call_details.invocation_metadata)
-        inner = handler.unary_unary
         checker = self._checker
+        if handler.unary_stream:
+            # WatchInstances: checked before the first response.
+            streamed = handler.unary_stream
+
+            def checked_stream(request, context):
+                error = checker.check(request.host, token)
+                if error is not None:
+                    LOG.info('%s refused: %s %s', method, error.code.name, error.reason_name)
+                    context.abort_with_status(error.to_status())
+                yield from streamed(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                checked_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if not handler.unary_unary:
+            # Every DPMHost method is unary or a response stream: refuse what is not checked.
+            raise RuntimeError(f'{method} has no token check')
+        inner = handler.unary_unary
 
         def listed(request, context):
             visible = checker.listed(token)

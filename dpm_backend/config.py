@@ -35,6 +35,8 @@ MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 1024
 # CPC facts change rarely (status, firmware); read again every 5 minutes.
 DEFAULT_CPC_CACHE_TTL = 300
+# The HMC's STOMP port for notifications (zc _constants.py DEFAULT_STOMP_PORT).
+DEFAULT_STOMP_PORT = 61612
 # oslo.log's line for a record made during a call (logging_context_format_string):
 # the default without user and project, which the backend does not know, so the
 # line shows [req-<uuid>] where the lines outside calls show [-].
@@ -244,6 +246,23 @@ hmc_opts = [
         "reused. Nova's resource tracker asks for them every minute; each new read is one "
         'more HMC request in that cycle.',
     ),
+    cfg.BoolOpt(
+        'notifications',
+        default=True,
+        help="Receive the HMC's notifications (JMS over STOMP with TLS, verified like the "
+        "HMC's web services) for the partitions of the served CPCs and for the end of jobs. "
+        "While they flow, Nova's periodic reads cost no HMC request, start and stop return "
+        'as their job ends, and WatchInstances streams changes as they happen; while the '
+        'connection is down the backend reads the HMC as without them. The HMC user needs '
+        'the task permission to receive notifications for the objects it manages. Related '
+        'options: stomp_port.',
+    ),
+    cfg.PortOpt(
+        'stomp_port',
+        default=DEFAULT_STOMP_PORT,
+        help="TCP port of the HMC's STOMP broker (the HMC serves it on 61612). Related "
+        'options: notifications.',
+    ),
 ]
 
 backend_group = cfg.OptGroup('backend', help='The DPMHost gRPC service.')
@@ -414,6 +433,8 @@ class HmcConfig:
     log_requests: bool
     probe_interval: int
     cpc_cache_ttl: int
+    notifications: bool = True
+    stomp_port: int = DEFAULT_STOMP_PORT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -593,6 +614,8 @@ def _load_hmc(conf: cfg.ConfigOpts) -> HmcConfig:
         log_requests=_get(conf, 'hmc', 'log_requests'),
         probe_interval=_get(conf, 'hmc', 'probe_interval'),
         cpc_cache_ttl=_get(conf, 'hmc', 'cpc_cache_ttl'),
+        notifications=_get(conf, 'hmc', 'notifications'),
+        stomp_port=_get(conf, 'hmc', 'stomp_port'),
     )
 
 

@@ -70,11 +70,35 @@ class RequestIdInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or not handler.unary_unary:
+        if handler is None or not (handler.unary_unary or handler.unary_stream):
             return handler
         metadata = handler_call_details.invocation_metadata
         sent = sent_request_id(metadata)
         malformed = sent is None and any(key.lower() == METADATA_KEY for key, _ in metadata or ())
+        if handler.unary_stream:
+            streamed = handler.unary_stream
+            if getattr(streamed, 'experimental_non_blocking', False):
+                return handler  # the health service's Watch: answered by callbacks
+
+            def stream_with_id(request, context):
+                request_id = sent or new_request_id()
+                context.set_trailing_metadata(((METADATA_KEY, request_id),))
+                responses = streamed(request, context)
+                while True:
+                    # Bound only while the handler runs: the stream may be closed
+                    # from another thread, where this binding does not exist.
+                    with bound(request_id):
+                        try:
+                            response = next(responses)
+                        except StopIteration:
+                            return
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_with_id,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         inner = handler.unary_unary
 
         def with_id(request, context):

@@ -193,6 +193,19 @@ def backend_busy(limit: int) -> DPMError:
     )
 
 
+def watcher_too_slow(host: str, buffer: int) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        pb.ERROR_REASON_WATCHER_TOO_SLOW,
+        f'the stream of host {host!r} fell {buffer} changes behind; reconnect for the '
+        'current state',
+    )
+
+
+def too_many_watchers(why: str) -> DPMError:
+    return DPMError(grpc.StatusCode.RESOURCE_EXHAUSTED, pb.ERROR_REASON_BACKEND_BUSY, why)
+
+
 def sessions_busy(action: str, why: str) -> DPMError:
     return DPMError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -163,6 +163,10 @@ class SessionPool:
         self.reachability.add_listener(self._forget_dialect_when_down)
         self._idle: queue.LifoQueue[zhmcclient.Client] = queue.LifoQueue()
         self._all: list[zhmcclient.Client] = []
+        # Clients outside the pool (the notification session), logged off at close.
+        self._dedicated: list[zhmcclient.Client] = []
+        # Told each session the pool logs on (its job-notification-topic is new).
+        self._logon_listeners: list[Callable[[zhmcclient.Session], None]] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -187,8 +191,33 @@ class SessionPool:
     def logged_on_session_ids(self) -> list[str]:
         """HMC session ids this pool holds open."""
         with self._lock:
-            sessions = [client.session for client in self._all]
+            sessions = [client.session for client in self._all + self._dedicated]
         return [s.session_id for s in sessions if s.session_id is not None]
+
+    def add_logon_listener(self, listener: Callable[[zhmcclient.Session], None]) -> None:
+        self._logon_listeners.append(listener)
+
+    def job_topics(self) -> list[str]:
+        """The job-notification-topic of each logged-on pooled session (HMC Logon response)."""
+        with self._lock:
+            sessions = [client.session for client in self._all]
+        return [s.job_topic for s in sessions if s.session_id is not None and s.job_topic]
+
+    def dedicated_client(self) -> zhmcclient.Client:
+        """A Client of its own (not pooled), through the same seam; logged off at close.
+
+        The notification receiver keeps one: its session's notification-topic
+        carries the object notifications, and it reads the CPCs again after a
+        reconnect without taking a session from the operations.
+        """
+        session = self._new_session()
+        _install_seam(session, self.interceptors)
+        client = zhmcclient.Client(session)
+        with self._lock:
+            if self._closed:
+                raise PoolExhausted('the session pool is closed')
+            self._dedicated.append(client)
+        return client
 
     def _new_session(self) -> zhmcclient.Session:
         return zhmcclient.Session(
@@ -257,6 +286,8 @@ class SessionPool:
         try:
             if logon and client.session.session_id is None:
                 client.session.logon()
+                for listener in self._logon_listeners:
+                    listener(client.session)
             yield client
         except (zhmcclient.HTTPError, zhmcclient.ServerAuthError) as exc:
             # zhmcclient logs on again by itself when the HMC expired the
@@ -318,5 +349,5 @@ class SessionPool:
         """
         with self._lock:
             self._closed = True
-            clients = list(self._all)
+            clients = list(self._all) + list(self._dedicated)
         return sum(self._log_off(client) for client in clients)

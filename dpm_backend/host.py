@@ -97,6 +97,17 @@ class CpcFactsCache:
         self._vswitch_ports: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._reading: dict[tuple[str, str], threading.Lock] = {}
+        # CPCs whose changes HMC notifications report: their facts do not age.
+        self._live: set[str] = set()
+
+    def set_live(self, object_ids: set[str]) -> None:
+        """Facts of these CPCs stay valid until forgotten (notifications report changes)."""
+        self._live = set(object_ids)
+
+    def forget(self, object_id: str) -> None:
+        """A notification reported a change of the CPC: read its facts again when needed."""
+        with self._lock:
+            self._facts.pop(object_id, None)
 
     def _single_flight(self, what: str, object_id: str) -> threading.Lock:
         with self._lock:
@@ -116,6 +127,8 @@ class CpcFactsCache:
             return self._read(call, object_id)
 
     def _young(self, facts: CpcFacts) -> bool:
+        if facts.object_id in self._live:
+            return True
         return time.monotonic() - facts.fetched_at < self._ttl
 
     def _read(self, call: Call, object_id: str) -> CpcFacts:

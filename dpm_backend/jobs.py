@@ -31,8 +31,12 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import zhmcclient
+
+if TYPE_CHECKING:
+    from dpm_backend.notifications import Completions
 
 LOG = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class JobWaiter:
         self.sleep = sleep or self._halted.wait
         self._lock = threading.Lock()
         self._durations: dict[str, collections.deque[float]] = {}
+        # Job-completion notifications (notifications.Completions) while they flow.
+        self.completions: Completions | None = None
 
     def halt(self) -> None:
         """End every pause now and skip those to come: the backend is stopping.
@@ -83,6 +89,9 @@ class JobWaiter:
         (``SessionPool.halt``), so every wait ends at once.
         """
         self._halted.set()
+        completions = self.completions
+        if completions is not None:
+            completions.halt()
 
     def expected(self, kind: str) -> float | None:
         """Seconds a job of this kind usually takes here, or None if none was seen."""
@@ -116,6 +125,10 @@ class JobWaiter:
             yield pause
             pause = min(pause * BACKOFF, longest)
 
+    def _notified_pauses(self):
+        while True:
+            yield self.max_interval
+
     def wait(self, job: zhmcclient.Job, kind: str, until: float) -> dict | None:
         """The job's result once it ended (None if the HMC forgot it); HTTPError if it failed.
 
@@ -123,21 +136,43 @@ class JobWaiter:
         on the HMC: a retry of the operation finds its outcome).
         """
         started = self.now()
+        completions = self.completions
+        notified = completions.expect(job) if completions is not None else None
         try:
-            return self._wait(job, kind, until, started)
+            return self._wait(job, kind, until, started, notified)
         finally:
+            if notified is not None and completions is not None:
+                completions.forget(job)
             if self._on_wait is not None:
                 self._on_wait(kind, self.now() - started)
 
-    def _wait(self, job: zhmcclient.Job, kind: str, until: float, started: float) -> dict | None:
+    def _wait(
+        self,
+        job: zhmcclient.Job,
+        kind: str,
+        until: float,
+        started: float,
+        notified: threading.Event | None,
+    ) -> dict | None:
         last_pause = 0.0
         unreachable = 0
-        for pause in self.pauses(kind):
+        # With a job-completion notification to come, the job is checked when it
+        # comes; the checks every max_interval only cover a lost one.
+        pauses = self.pauses(kind) if notified is None else self._notified_pauses()
+        for pause in pauses:
             now = self.now()
             if now >= until:
                 raise JobTimeout(f'{kind} job {job.uri} still running')
-            self.sleep(max(min(pause, until - now), 0))
-            last_pause = pause
+            wait = max(min(pause, until - now), 0)
+            if notified is None:
+                self.sleep(wait)
+                last_pause = pause
+            elif notified.wait(wait):
+                # Told the moment it ended (or halted): check now, once.
+                notified.clear()
+                last_pause = 0.0
+            else:
+                last_pause = pause
             try:
                 status, result = job.check_for_completion()
             except zhmcclient.ConnectionError as exc:

@@ -33,6 +33,7 @@ from prometheus_client import Counter
 from prometheus_client import Histogram
 from prometheus_client import Info
 from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import GaugeMetricFamily
 
 from dpm_backend.hmc import SessionPool
@@ -61,6 +62,17 @@ _HANDLER_FACTORIES = {
     (True, True): ('stream_stream', grpc.stream_stream_rpc_method_handler),
 }
 
+# notification-type header values the HMC documents (HMC WS API book, "Notifications").
+NOTIFICATION_TYPES = frozenset(
+    {
+        'property-change',
+        'status-change',
+        'inventory-change',
+        'job-completion',
+        'log-entry',
+        'os-message',
+    }
+)
 # The code of an HMC request that succeeded: zhmcclient returns the result
 # of a 2xx reply without its status.
 HMC_SUCCESS = '2xx'
@@ -152,6 +164,12 @@ class Metrics:
             buckets=SESSION_WAIT_BUCKETS,
             registry=registry,
         )
+        self.notifications = Counter(
+            'dpm_backend_hmc_notifications',
+            'HMC notifications received, by notification-type.',
+            ('type',),
+            registry=registry,
+        )
         Info('dpm_backend', 'The running dpm-backend.', registry=registry).info(
             {'version': release}
         )
@@ -177,9 +195,19 @@ class Metrics:
     def job_wait(self, kind: str, seconds: float) -> None:
         self.job_wait_seconds.labels(kind).observe(seconds)
 
-    def watch(self, pool: SessionPool, serving: Callable[[], Mapping[str, bool]]) -> None:
-        """Report the pool's sessions and the hosts' health, read at each scrape."""
-        self.registry.register(_StateCollector(pool, serving))
+    def notification(self, kind: str) -> None:
+        # The HMC's documented types only: the label stays bounded.
+        self.notifications.labels(kind if kind in NOTIFICATION_TYPES else 'other').inc()
+
+    def watch(
+        self,
+        pool: SessionPool,
+        serving: Callable[[], Mapping[str, bool]],
+        notifications_live: Callable[[], bool | None] = lambda: None,
+        feed: Any = None,
+    ) -> None:
+        """Report the pool's sessions, the hosts' health, notifications and streams at scrapes."""
+        self.registry.register(_StateCollector(pool, serving, notifications_live, feed))
 
     def finished(self, labels: tuple[str, str, str], code: grpc.StatusCode, started: float) -> None:
         """Count one RPC's end with its status, and time it from ``started``."""
@@ -190,11 +218,19 @@ class Metrics:
 class _StateCollector:
     """Gauges read when scraped: nothing to keep up to date on the hot paths."""
 
-    def __init__(self, pool: SessionPool, serving: Callable[[], Mapping[str, bool]]) -> None:
+    def __init__(
+        self,
+        pool: SessionPool,
+        serving: Callable[[], Mapping[str, bool]],
+        notifications_live: Callable[[], bool | None],
+        feed: Any,
+    ) -> None:
         self._pool = pool
         self._serving = serving
+        self._notifications_live = notifications_live
+        self._feed = feed
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         pool = self._pool
         yield GaugeMetricFamily(
             'dpm_backend_hmc_sessions_in_use',
@@ -225,6 +261,25 @@ class _StateCollector:
         for host, ok in serving.items():
             per_host.add_metric((host,), int(ok))
         yield per_host
+        live = self._notifications_live()
+        if live is not None:
+            yield GaugeMetricFamily(
+                'dpm_backend_hmc_notifications_live',
+                "1 while the HMC's notifications flow and keep the partition snapshots "
+                'current; 0 while every read goes to the HMC.',
+                value=int(live),
+            )
+        if self._feed is not None:
+            yield GaugeMetricFamily(
+                'dpm_backend_watch_streams',
+                'WatchInstances streams open now.',
+                value=self._feed.watching(),
+            )
+            yield CounterMetricFamily(
+                'dpm_backend_watch_streams_cut_off',
+                'WatchInstances streams ended because their client fell too far behind.',
+                value=self._feed.cut_off,
+            )
 
 
 class _Outcome:

@@ -42,11 +42,18 @@ from dpm_backend.host import CpcFactsCache
 from dpm_backend.host import Host
 from dpm_backend.host import PartitionSizes
 from dpm_backend.jobs import JobWaiter
+from dpm_backend.notifications import NotificationStream
 from dpm_backend.service import DPMHostServicer
+from dpm_backend.watch import WATCHERS_PER_HOST
+from dpm_backend.watch import InstanceFeed
 
 LOG = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name['DPMHost'].full_name
+# The health service that says whether the HMC's notifications flow (SERVING) or
+# the backend reads the HMC for every answer (NOT_SERVING); absent when
+# [hmc] notifications is off.
+NOTIFICATIONS_SERVICE = 'hmc-notifications'
 # Seconds between new checks of a host that failed its start-up checks.
 RECHECK_INTERVAL = 60.0
 # Threads kept free of DPMHost work, for health checks and reflection.
@@ -125,6 +132,7 @@ class Backend:
             config.hmc.job_poll_max_interval,
             on_wait=self.metrics.job_wait,
         )
+        self.feed = InstanceFeed({n: h.cpc_object_id for n, h in config.hosts.items()})
         self.servicer = DPMHostServicer(
             self.hosts,
             self.pool,
@@ -133,8 +141,25 @@ class Backend:
             config.max_concurrent_operations,
             config.default_deadline,
             self.host_problem,
+            self.feed,
         )
         self.health = health.HealthServicer()
+        self.notifications: NotificationStream | None = None
+        if config.hmc.notifications:
+            hosts_by_cpc: dict[str, list[str]] = {}
+            for name, host in config.hosts.items():
+                hosts_by_cpc.setdefault(host.cpc_object_id, []).append(name)
+            self.notifications = NotificationStream(
+                config.hmc,
+                self.pool,
+                self.jobs,
+                self.servicer.snapshots,
+                facts,
+                sizes,
+                hosts_by_cpc,
+                on_live=self._notifications_changed,
+                on_notification=self.metrics.notification,
+            )
         self._draining = False
         self._stopped = threading.Event()
         self._server: grpc.Server | None = None
@@ -149,7 +174,15 @@ class Backend:
         # (st_dev, st_ino) of the unix socket file this process put in place.
         self._socket_id: tuple[int, int] | None = None
         self.pool.reachability.add_listener(lambda reachable: self._update_health())
-        self.metrics.watch(self.pool, self.serving_hosts)
+        self.metrics.watch(self.pool, self.serving_hosts, self._notifications_live, self.feed)
+
+    def _notifications_live(self) -> bool | None:
+        """Whether the HMC's notifications flow; None when they are off."""
+        return None if self.notifications is None else self.notifications.live
+
+    def _notifications_changed(self, live: bool) -> None:
+        self.feed.notifications = live
+        self._update_health()
 
     @staticmethod
     def host_service_name(host: str) -> str:
@@ -191,6 +224,9 @@ class Backend:
             self.health.set(service, status(serving))
         for name, ok in self.serving_hosts().items():
             self.health.set(self.host_service_name(name), status(ok))
+        live = self._notifications_live()
+        if live is not None:
+            self.health.set(NOTIFICATIONS_SERVICE, status(live and not self._draining))
 
     def check_hosts(self) -> None:
         """Run the start-up checks of the hosts not yet found usable; update health."""
@@ -341,7 +377,12 @@ class Backend:
             raise
 
     def _start_server(self, gid: int) -> None:
-        threads = self.config.max_concurrent_operations + RESERVED_THREADS
+        # Each WatchInstances stream holds a thread for as long as it lasts.
+        threads = (
+            self.config.max_concurrent_operations
+            + RESERVED_THREADS
+            + WATCHERS_PER_HOST * len(self.hosts)
+        )
         correlation.add_request_id_to_log_records()
         # The request id first: the token check logs and refuses with it bound; then
         # metrics, so that they see the status of the calls the token check refuses.
@@ -369,6 +410,8 @@ class Backend:
         self._update_health()
         self._monitor = threading.Thread(target=self._watch_hmc, name='hmc-probe', daemon=True)
         self._monitor.start()
+        if self.notifications is not None:
+            self.notifications.start()
         LOG.info('Serving DPMHost for hosts %s on %s', ', '.join(self.hosts), self.address)
 
     def _watch_hmc(self) -> None:
@@ -403,6 +446,8 @@ class Backend:
         self._draining = True
         self._update_health()
         self._stopped.set()
+        # Streams end now, with UNAVAILABLE: their clients go to another backend.
+        self.feed.close()
         grace = self.config.grace_period if grace is None else grace
         self._server.stop(grace).wait()
         self._server = None
@@ -416,6 +461,8 @@ class Backend:
             )
         if self._monitor is not None:
             self._monitor.join(HALT_WAIT)
+        if self.notifications is not None:
+            self.notifications.stop()
         logged_off = self.pool.close()
         if self.config.listen.unix_path and self._socket_id is not None:
             self._remove_socket(self.config.listen.unix_path)

@@ -36,6 +36,9 @@ from dpm_backend.host import usage_of
 from dpm_backend.jobs import JobWaiter
 from dpm_backend.snapshot import SNAPSHOT_MAX_AGE
 from dpm_backend.snapshot import Snapshots
+from dpm_backend.watch import InstanceFeed
+from dpm_backend.watch import TooManyWatchers
+from dpm_backend.watch import Watcher
 
 LOG = logging.getLogger(__name__)
 T = TypeVar('T')
@@ -55,6 +58,10 @@ def _info(info: instance.Info) -> pb.InstanceInfo:
         vcpus=info.vcpus,
         memory_mb=info.memory_mb,
     )
+
+
+# Seconds between checks of a WatchInstances stream's caller and end while no change comes.
+WATCH_POLL = 0.5
 
 
 class OperationSlots:
@@ -99,6 +106,7 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         max_concurrent_operations: int,
         default_deadline: float,
         problem_of: Callable[[str], str | None] | None = None,
+        feed: InstanceFeed | None = None,
     ) -> None:
         self._hosts = hosts
         # Why a host is not served now (None: it is); what ListHosts reports.
@@ -108,8 +116,10 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
         self.slots = OperationSlots(max_concurrent_operations)
         self._default_deadline = default_deadline
         self._instance_locks = instance.InstanceLocks()
+        # What WatchInstances streams: each host's instances, from the snapshots.
+        self.feed = feed or InstanceFeed({n: h.config.cpc_object_id for n, h in hosts.items()})
         # Partition snapshots per CPC, for the reads Nova repeats on a schedule.
-        self.snapshots = Snapshots(sizes)
+        self.snapshots = Snapshots(sizes, on_rows=self.feed.rows_changed)
 
     def _host(self, name: str) -> Host:
         host = self._hosts.get(name)
@@ -314,6 +324,66 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
             pb.GetInstanceInfoResponse,
             check=lambda: validation.instance_uuid(request.instance_uuid),
             cached=cached,
+        )
+
+    def WatchInstances(self, request, context):
+        watcher = self._watcher(request, context)
+        if watcher is None:
+            return
+        try:
+            yield self._watch_response(
+                pb.WATCH_KIND_CURRENT_STATE, watcher.sequence, watcher.current
+            )
+            while context.is_active():
+                change = watcher.next(timeout=WATCH_POLL)
+                if change is not None:
+                    yield self._watch_response(
+                        pb.WATCH_KIND_CHANGE, change.sequence, [change.state]
+                    )
+                elif watcher.ended:
+                    if watcher.reason == 'too slow':
+                        error = errors.watcher_too_slow(watcher.host, self.feed.buffer)
+                    else:
+                        error = errors.backend_stopping('watch instances')
+                    LOG.info('WatchInstances for host %r ends: %s', watcher.host, error.code.name)
+                    context.abort_with_status(error.to_status())
+        finally:
+            self.feed.unwatch(watcher)
+
+    def _watcher(self, request, context) -> Watcher | None:
+        """A watcher from the host's current state (read once if none is known yet)."""
+        try:
+            host = self._host(request.host)
+            watcher = self.feed.watch(host.name)
+        except errors.DPMError as exc:
+            context.abort_with_status(exc.to_status())
+        except TooManyWatchers as exc:
+            context.abort_with_status(errors.too_many_watchers(str(exc)).to_status())
+        if watcher is not None:
+            return watcher
+        # No snapshot of the host's CPC yet: one List Partitions makes one.
+        read = self._call(
+            context,
+            'watch instances',
+            request.host,
+            lambda call, host: self._snapshot(call, host) is not None,
+            pb.WatchInstancesResponse,
+        )
+        if read is not True:
+            return None  # the status is set
+        try:
+            return self.feed.watch(host.name)
+        except TooManyWatchers as exc:
+            context.abort_with_status(errors.too_many_watchers(str(exc)).to_status())
+        return None
+
+    def _watch_response(self, kind, sequence: int, states) -> pb.WatchInstancesResponse:
+        return pb.WatchInstancesResponse(
+            kind=kind,
+            sequence=sequence,
+            epoch=self.feed.epoch,
+            instances=[state.to_pb() for state in states],
+            notifications=self.feed.notifications,
         )
 
     def PrepareInstance(self, request, context):

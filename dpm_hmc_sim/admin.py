@@ -42,6 +42,10 @@ def _expose_lun(sim: Simulator, body: dict[str, Any]) -> Any:
     )
 
 
+def _guest_status(sim: Simulator, body: dict[str, Any]) -> Any:
+    return {'old-status': sim.guest_status(str(body['partition']), str(body['status']))}
+
+
 def _reset(sim: Simulator, body: dict[str, Any]) -> Any:
     sim.reset()
     return None
@@ -58,6 +62,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ('POST', 'config'): _configure,
     ('POST', 'reset'): _reset,
     ('POST', 'outcome'): _set_outcome,
+    ('POST', 'guest-status'): _guest_status,
     ('GET', 'fabric'): lambda sim, body: sim.fabric,
     ('POST', 'fabric'): lambda sim, body: sim.set_fabric(body),
     ('POST', 'fabric/luns'): _expose_lun,

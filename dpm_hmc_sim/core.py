@@ -236,6 +236,30 @@ class Simulator:
             else:
                 self._outcomes[(partition_name, operation)] = outcome
 
+    def guest_status(self, partition_name: str, status: str) -> str:
+        """What the guest or an operator did outside the Web Services API (an in-guest
+        ``shutdown -P`` leaves a DPM partition ``paused``): the partition's status
+        changes, with the status-change notification the HMC publishes; returns the
+        old status. Not an API request: it is not in the request log."""
+        if status not in rules.PARTITION_STATUSES:
+            raise ValueError(f'no partition status {status!r} (known: {rules.PARTITION_STATUSES})')
+        with self.lock:
+            self._finish_due_jobs()
+            found = [
+                p
+                for cpc in self._hmc.cpcs.list()
+                for p in cpc.partitions.list()
+                if p.properties.get('name') == partition_name
+            ]
+            if len(found) != 1:
+                raise ValueError(f'{len(found)} partitions are named {partition_name!r}')
+            (partition,) = found
+            before = dict(partition.properties)
+            partition.properties['status'] = status
+            if self._notifier.enabled:
+                self._notifier.property_changes(self._object_topics(), partition, before)
+            return str(before.get('status'))
+
     def expire_sessions(self) -> int:
         """Expire every session now; returns how many there were."""
         with self.lock:

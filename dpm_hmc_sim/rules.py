@@ -26,6 +26,21 @@ DELETE_FROM = frozenset({'stopped', 'reservation-error'})
 # 'starting' or 'stopping': 409, reason 1 with this text (ans issues #474, #29).
 INVALID_STATE_REASON = 1
 INVALID_STATE_MESSAGE = 'The partition is not in a valid state to perform the operation'
+# Every status of a partition (HMC WS API book, Partition object, 'status'; the
+# same list as dpm_backend.states): what guest_status may set, as a guest or an
+# operator outside the Web Services API would.
+PARTITION_STATUSES = (
+    'communications-not-active',
+    'status-check',
+    'stopped',
+    'terminated',
+    'starting',
+    'active',
+    'stopping',
+    'degraded',
+    'reservation-error',
+    'paused',
+)
 # Status while the job runs.
 TRANSITIONAL = {'start': 'starting', 'stop': 'stopping'}
 # A start whose partition boots from a storage volume that the simulated SAN

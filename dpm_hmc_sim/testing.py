@@ -232,6 +232,11 @@ class SimulatorProcess(_Endpoint):
         body = {'partition': partition_name, 'operation': operation, 'outcome': outcome}
         self._admin('POST', 'outcome', body)
 
+    def guest_status(self, partition_name: str, status: str) -> str:
+        """Change a partition's status as its guest or an operator on the HMC would."""
+        body = {'partition': partition_name, 'status': status}
+        return self._admin('POST', 'guest-status', body)['old-status']
+
     def fabric(self) -> dict[str, Any]:
         return self._admin('GET', 'fabric')
 

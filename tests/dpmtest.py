@@ -93,6 +93,13 @@ def write_config(
     endpoint = {'hosts': '127.0.0.1'}
     if hmc is not None:
         endpoint = {'hosts': hmc.host, 'port': hmc.port, 'ca_file': hmc.ca_file}
+        # The HMC's notifications when the simulator publishes them (its STOMP broker).
+        stomp_port = getattr(hmc, 'stomp_port', None)
+        if stomp_port:
+            endpoint['stomp_port'] = stomp_port
+        else:
+            endpoint['notifications'] = 'false'
+
     sections: dict[str, dict[str, object]] = {
         'hmc': {
             **endpoint,
@@ -398,13 +405,15 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01) -> None:
 _SIMULATORS: dict = {}
 
 
-def simulator(profile: str = DEFAULT_PROFILE):
+def simulator(profile: str = DEFAULT_PROFILE, notifications: bool = False):
     """The simulator of an HMC profile, served over HTTPS in this process.
 
-    One per profile and test process, started on first use (in about 0.1 s)
-    and stopped at exit; tests reset it (``pristine``) before use.
+    One per profile (and with or without its STOMP broker for notifications)
+    and test process, started on first use (in about 0.1 s, 1 s with the
+    broker) and stopped at exit; tests reset it (``pristine``) before use.
     """
-    if profile not in _SIMULATORS:
+    key = (profile, notifications)
+    if key not in _SIMULATORS:
         import atexit
         import shutil
         import tempfile
@@ -412,11 +421,17 @@ def simulator(profile: str = DEFAULT_PROFILE):
         from dpm_hmc_sim.testing import served
 
         cert_dir = tempfile.mkdtemp(prefix=f'hmc-sim-{profile}-')
-        started = served(profile, userid=USERID, password=PASSWORD, cert_dir=cert_dir)
-        _SIMULATORS[profile] = started
+        started = served(
+            profile,
+            userid=USERID,
+            password=PASSWORD,
+            cert_dir=cert_dir,
+            notifications=notifications,
+        )
+        _SIMULATORS[key] = started
         atexit.register(shutil.rmtree, cert_dir, True)
         atexit.register(started.stop)
-    return _SIMULATORS[profile]
+    return _SIMULATORS[key]
 
 
 SIM_DEFAULTS = {

@@ -37,7 +37,9 @@ class Listener:
         while not receiver.is_connected():
             assert time.monotonic() < deadline, 'receiver did not connect'
             time.sleep(0.01)
-        time.sleep(0.1)  # the SUBSCRIBE frames follow CONNECT
+        time.sleep(
+            0.3
+        )  # the SUBSCRIBE frames follow CONNECT; the broker acts on them in its thread
 
     def _read(self) -> None:
         while not self._closed.is_set():

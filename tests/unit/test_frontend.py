@@ -71,6 +71,9 @@ class DeadlineRecorder:
 
         return call
 
+    def unary_stream(self, method, *args, **kwargs):
+        return self.channel.unary_stream(method, *args, **kwargs)
+
     def close(self):
         self.channel.close()
 
@@ -132,6 +135,15 @@ class ScriptedChannel:
         def call(request, timeout=None, metadata=None, **rest):
             self.calls.append((name, timeout))
             return self.answer(name, request, timeout)
+
+        return call
+
+    def unary_stream(self, method, *args, **kwargs):
+        name = method.rsplit('/', 1)[-1]
+
+        def call(request, timeout=None, metadata=None, **rest):
+            self.calls.append((name, timeout))
+            return iter([self.answer(name, request, timeout)])
 
         return call
 
