@@ -97,12 +97,15 @@ class CpcFactsCache:
         self._vswitch_ports: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._reading: dict[tuple[str, str], threading.Lock] = {}
-        # CPCs whose changes HMC notifications report: their facts do not age.
+        # CPCs whose changes HMC notifications report, since when: facts read since
+        # do not age (a change makes them forgotten); older ones age as before.
         self._live: set[str] = set()
+        self._live_since = 0.0
 
     def set_live(self, object_ids: set[str]) -> None:
-        """Facts of these CPCs stay valid until forgotten (notifications report changes)."""
+        """Facts of these CPCs read from now on stay valid until forgotten."""
         self._live = set(object_ids)
+        self._live_since = time.monotonic()
 
     def forget(self, object_id: str) -> None:
         """A notification reported a change of the CPC: read its facts again when needed."""
@@ -127,7 +130,7 @@ class CpcFactsCache:
             return self._read(call, object_id)
 
     def _young(self, facts: CpcFacts) -> bool:
-        if facts.object_id in self._live:
+        if facts.object_id in self._live and facts.fetched_at >= self._live_since:
             return True
         return time.monotonic() - facts.fetched_at < self._ttl
 

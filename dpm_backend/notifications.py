@@ -297,19 +297,33 @@ class NotificationStream:
 
     def _session_logged_on(self, session: zhmcclient.Session) -> None:
         """A pooled session logged on: hear the completions of the jobs it starts."""
-        topic = session.job_topic
         with self._lock:
             receiver = self._receiver
-        if not topic or receiver is None or not receiver.is_connected():
-            return  # the next connection subscribes to it
+        if session.job_topic and receiver is not None and receiver.is_connected():
+            self._subscribe(receiver, session.job_topic)
+
+    def _subscribe(self, receiver: zhmcclient.NotificationReceiver, topic: str) -> None:
+        with self._lock:
+            if self._receiver is not receiver or topic in self._subscribed:
+                return
+            # Claimed before the SUBSCRIBE is sent: sent once per connection.
+            self._subscribed[topic] = float('inf')
         try:
             receiver.subscribe(topic)
         except zhmcclient.NotificationError as exc:
             LOG.info('Subscribing to a job topic failed: %s', type(exc).__name__)
+            with self._lock:
+                self._subscribed.pop(topic, None)
             return
         with self._lock:
             if self._receiver is receiver:
                 self._subscribed[topic] = time.monotonic()
+
+    def _subscribe_missing(self, current: _Connecting) -> None:
+        """Job topics of sessions that logged on while the receiver connected."""
+        for topic in self._pool.job_topics():
+            if topic not in current.topics:
+                self._subscribe(current.receiver, topic)
 
     # --- the processor thread ------------------------------------------------------------
 
@@ -342,6 +356,7 @@ class NotificationStream:
                 continue
             if self._live:
                 self._check_session(current)
+                self._subscribe_missing(current)
             elif time.monotonic() >= reread_at and self._ready(current):
                 cpcs = self._reread()
                 if cpcs is not None:
@@ -386,7 +401,6 @@ class NotificationStream:
         try:
             call = Call(client, self._pool.dialect(client), self._jobs, Deadline(REREAD_DEADLINE))
             for cpc, hosts in self._hosts_by_cpc.items():
-                self._facts.forget(cpc)
                 try:
                     self._snapshots.take(call, cpc, _served_by(hosts))
                 except zhmcclient.HTTPError as exc:
