@@ -71,6 +71,9 @@ class DeadlineRecorder:
 
         return call
 
+    def unary_stream(self, method, *args, **kwargs):
+        return self.channel.unary_stream(method, *args, **kwargs)
+
     def close(self):
         self.channel.close()
 
@@ -132,6 +135,12 @@ class ScriptedChannel:
         def call(request, timeout=None, metadata=None, **rest):
             self.calls.append((name, timeout))
             return self.answer(name, request, timeout)
+
+        return call
+
+    def unary_stream(self, method, *args, **kwargs):
+        def call(request, timeout=None, metadata=None, **rest):
+            raise AssertionError(f'{method} streams: tests/transport/test_lifecycle_events.py')
 
         return call
 
