@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -26,6 +27,7 @@ from oslo_context import context as oslo_context
 from oslo_log import log as logging
 
 from dpm_api.v1 import contract
+from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_frontend import channel as channel_mod
 from dpm_frontend.conf import MIN_ATTEMPT_SECONDS
@@ -150,6 +152,34 @@ def to_nova_exception(
     return DPMBackendError(reason=f'{failure.code.name}: {message}')
 
 
+class WatchEnded(Exception):
+    """A WatchInstances stream failed; ``failure`` says how the backend (or gRPC) ended it."""
+
+    def __init__(self, failure: BackendFailure) -> None:
+        super().__init__(failure.code.name)
+        self.failure = failure
+
+
+class InstanceWatch:
+    """One WatchInstances stream: iterate its responses; ``cancel()`` ends it from any thread.
+
+    Iteration ends when the backend closes the stream with OK, and raises
+    WatchEnded on any other status (CANCELLED after ``cancel()``).
+    """
+
+    def __init__(self, call) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[pb.WatchInstancesResponse]:
+        try:
+            yield from self._call
+        except grpc.RpcError as error:
+            raise WatchEnded(BackendFailure(error)) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 def open_channel(options: channel_mod.Options) -> grpc.Channel:
     """A channel to the backend as ``options`` (the ``[dpm]`` group, or a
     :class:`~dpm_frontend.channel.Transport` read from it) describe it.
@@ -188,6 +218,16 @@ class BackendClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    def watch_instances(self, host: str) -> InstanceWatch:
+        """The backend's stream of ``host``'s instance changes, with the token.
+
+        No deadline: the stream lasts until cancelled or ended by the backend.
+        """
+        call = self._stub.WatchInstances(
+            pb.WatchInstancesRequest(host=host), metadata=self._metadata
+        )
+        return InstanceWatch(call)
 
     def call(
         self,

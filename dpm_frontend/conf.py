@@ -131,6 +131,26 @@ dpm_opts = [
         help="Seconds between such retries; they count against the call's deadline. "
         'Related options: unavailable_retries.',
     ),
+    cfg.FloatOpt(
+        'lifecycle_stopped_event_delay',
+        default=15.0,
+        min=0,
+        max=600,
+        help='Seconds a STOPPED lifecycle event waits before it reaches Nova. The '
+        "driver follows the backend's stream of instance changes and tells Nova "
+        'when a partition starts or stops outside of Nova (the guest shut down, '
+        'or someone started or stopped it on the HMC); Nova then corrects the '
+        'server unless a task is under way: an ACTIVE server whose partition '
+        'stopped becomes SHUTOFF (Nova stop), and the partition of a SHUTOFF '
+        'server that was started is stopped again (Nova force stop). Any other '
+        'event of the same instance within the delay cancels a pending STOPPED '
+        '(a reboot on the HMC is a stop and a start), as the libvirt driver does '
+        'with its fixed 15 s. 0 sends STOPPED at once; more than the periodic '
+        'sync_power_state_interval (default 600) gains nothing. Nova ignores '
+        'these events when [workarounds] handle_virt_lifecycle_events is false. '
+        'Related options: [DEFAULT] sync_power_state_interval, '
+        '[workarounds] handle_virt_lifecycle_events.',
+    ),
 ]
 
 

@@ -4,7 +4,8 @@ A thin client: each Nova call becomes one DPMHost call to the dpm-backend that
 serves this Nova host (``[DEFAULT]host``), with a deadline. The backend does
 all HMC work; this module translates and maps errors. What DPM cannot do keeps
 the base class behaviour (NotImplementedError, which the compute manager
-handles) and a capability flag of False.
+handles) and a capability flag of False. Power state changes made outside of
+Nova reach it as lifecycle events (dpm_frontend.events).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_frontend import channel as channel_mod
 from dpm_frontend import client as client_mod
 from dpm_frontend import conf as dpm_conf
+from dpm_frontend import events as events_mod
 from dpm_frontend import translate
 from nova import exception
 from nova import objects
@@ -102,6 +104,9 @@ class DPMDriver(driver.ComputeDriver):
         self._client_lock = threading.Lock()
         self._status: tuple[float, pb.HostStatus] | None = None
         self._node: str | None = None
+        self._stopped_event_delay: float = CONF.dpm.lifecycle_stopped_event_delay
+        self._host_ready = False
+        self._events = self._new_events()
 
     # -- plumbing ---------------------------------------------------------
 
@@ -120,6 +125,26 @@ class DPMDriver(driver.ComputeDriver):
     @property
     def client(self) -> client_mod.BackendClient:
         return self._connect()
+
+    def _new_events(self) -> events_mod.InstanceEvents:
+        return events_mod.InstanceEvents(
+            self._host, self._connect, self.emit_event, self._stopped_event_delay
+        )
+
+    def _start_events(self) -> None:
+        """Follow the backend's instance changes once the host is usable and Nova listens.
+
+        Nova registers its listener after init_host (ComputeManager.init_host,
+        init_virt_events): the first events, those of the current state, must
+        not come before it. Without a listener ([workarounds]
+        handle_virt_lifecycle_events = false) no stream is opened.
+        """
+        if self._host_ready and self._compute_event_callback is not None:
+            self._events.start()
+
+    def register_event_listener(self, callback):
+        super().register_event_listener(callback)
+        self._start_events()
 
     def _call(
         self, method, request, deadline, idempotent=True, instance=None, failure=None, context=None
@@ -196,8 +221,14 @@ class DPMDriver(driver.ComputeDriver):
                 'path': pb.StoragePath.Name(status.storage_path),
             },
         )
+        self._host_ready = True
+        self._start_events()
 
     def cleanup_host(self, host):
+        # The stream first: closing the channel would end it as a loss.
+        self._host_ready = False
+        self._events.stop()
+        self._events = self._new_events()
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
