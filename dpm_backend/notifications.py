@@ -304,7 +304,8 @@ class NotificationStream:
 
     def _subscribe(self, receiver: zhmcclient.NotificationReceiver, topic: str) -> None:
         with self._lock:
-            if self._receiver is not receiver or topic in self._subscribed:
+            stale = self._receiver is not receiver
+            if stale or topic in self._subscribed:
                 return
             # Claimed before the SUBSCRIBE is sent: sent once per connection.
             self._subscribed[topic] = float('inf')
