@@ -176,6 +176,7 @@ class NotificationStream:
         self._subscribed: dict[str, float] = {}
         self._client: zhmcclient.Client | None = None
         self._live = False
+        self._last_failure = ''
         self.reconnects = 0
         self._threads: list[threading.Thread] = []
 
@@ -344,7 +345,7 @@ class NotificationStream:
                 if current is not None and item.generation != current.generation:
                     continue
                 current = None
-                self._set_live(False, f'{type(item.error).__name__}: {item.error}')
+                self._lost(item.error)
             elif (
                 isinstance(item, _Message)
                 and self._live
@@ -362,10 +363,26 @@ class NotificationStream:
                 cpcs = self._reread()
                 if cpcs is not None:
                     pause = RECONNECT_FIRST
+                    self._last_failure = ''
                     self._set_live(True, cpcs=cpcs)
                 else:
                     reread_at = time.monotonic() + pause
                     pause = min(pause * 2, RECONNECT_MAX)
+
+    def _lost(self, error: BaseException) -> None:
+        """Say once per kind of failure why notifications do not flow (then at DEBUG)."""
+        why = f'{type(error).__name__}: {error}'
+        if self._live:
+            self._set_live(False, why)
+        elif type(error).__name__ != self._last_failure:
+            LOG.warning(
+                'HMC notifications unavailable (%s); reads go to the HMC; retrying (port %d)',
+                why,
+                self._config.stomp_port,
+            )
+        else:
+            LOG.debug('HMC notifications still unavailable: %s', why)
+        self._last_failure = type(error).__name__
 
     def _check_session(self, current: _Connecting) -> None:
         """The HMC gave the stream's session a new logon (and object topic): resubscribe."""

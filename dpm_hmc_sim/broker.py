@@ -32,6 +32,10 @@ from coilmq.util.frames import Frame
 from dpm_hmc_sim import tls
 
 LOG = logging.getLogger(__name__)
+# coilmq tells of every connection and of its shutdown at INFO and DEBUG; the
+# simulator's own log says what matters (and a broker stopped at exit must not
+# log to streams closed by then).
+logging.getLogger('coilmq').setLevel(logging.WARNING)
 
 POLL_SECONDS = 0.5  # how often a connection thread looks whether the broker stops
 
@@ -64,6 +68,8 @@ class _TlsStompServer(ThreadedStompServer):
             queue_manager=QueueManager(store=MemoryQueue()),
             topic_manager=TopicManager(),
         )
+        # coilmq names its logger after the class's module (this one): keep it under 'coilmq'.
+        self.log = logging.getLogger('coilmq.server')
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         self.tls.serve(request, client_address, super().finish_request)
