@@ -33,6 +33,7 @@ def _free_port() -> int:
 
 def test_simulator_and_grpcurl_blocks_run_as_pasted(tmp_path):
     port = str(_free_port())
+    stomp_port = str(_free_port())
 
     def moved(text: str) -> str:
         return (
@@ -40,6 +41,7 @@ def test_simulator_and_grpcurl_blocks_run_as_pasted(tmp_path):
             .replace('/tmp/dpm-backend.sock', str(tmp_path / 'dpm-backend.sock'))
             .replace('deploy/dpm-backend-sim.conf', str(tmp_path / 'sim.conf'))
             .replace('6794', port)
+            .replace('61612', stomp_port)
         )
 
     (tmp_path / 'sim.conf').write_text(moved(SIM_CONFIG.read_text()))
@@ -72,5 +74,7 @@ def test_simulator_and_grpcurl_blocks_run_as_pasted(tmp_path):
     assert '"status": "SERVING"' in out
     assert '"storage_path": "STORAGE_PATH_VHBA"' in out
     assert '"partition_status": "stopped"' in out
-    assert 'Stopped; logged off 1 HMC sessions' in out
+    assert 'HMC notifications flow for 1 CPCs' in out
+    # The pooled session and the notification receiver's.
+    assert 'Stopped; logged off 2 HMC sessions' in out
     assert 'Traceback' not in out
