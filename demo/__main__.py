@@ -142,6 +142,7 @@ def _config_text(socket_path: str, hmc: SimulatorProcess, inventory: dict) -> st
         f'password = {hmc.password}',
         'log_requests = true',
         'probe_interval = 1',
+        f'stomp_port = {hmc.stomp_port}',
         '[backend]',
         f'listen = unix:{socket_path}',
         f'hosts = {",".join(h.name for h in HOSTS)}',
@@ -203,6 +204,17 @@ class BackendProcess:
         """The messages of one logger's lines, without time, level and request context."""
         matches = (LOG_LINE.fullmatch(line) for line in lines)
         return [m['message'] for m in matches if m is not None and m['logger'] == logger]
+
+    def wait_for_message(self, text: str, timeout: float = 30) -> None:
+        """Until a log line has ``text`` (the lines up to it are dropped)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.process.poll() is None:
+            try:
+                if text in self.lines.get(timeout=0.1):
+                    return
+            except queue.Empty:
+                continue
+        raise RuntimeError(f'dpm-backend never logged {text!r}')
 
     def wait_for_socket(self, path: str, timeout: float = 30) -> None:
         end = time.monotonic() + timeout
@@ -456,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             start_seconds=JOB_SECONDS,
             stop_seconds=JOB_SECONDS,
             discover_seconds=DISCOVER_SECONDS,
+            # Its STOMP broker: the backend follows the HMC's notifications.
+            notifications=True,
         )
         try:
             print(hmc.ready_line)
@@ -495,6 +509,8 @@ def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int
     by_calls = 0  # HMC requests the driver calls caused
     try:
         backend.wait_for_socket(socket_path)
+        # The HMC's notifications flow: the periodic reads below cost no HMC request.
+        backend.wait_for_message('HMC notifications flow')
         from nova.conf import CONF
 
         from dpm_frontend import conf as dpm_conf
@@ -530,8 +546,8 @@ def _run(workdir: str, hmc: SimulatorProcess, inventory: dict, full: str) -> int
         f'   instances booted: {_booted(records)} (partitions the HMC started; '
         'each then stopped, started, rebooted and deleted)\n'
         f'   HMC requests in all: {len(records)} ({by_calls} caused by the calls above, '
-        f'{len(records) - by_calls} by the backend starting and stopping: API version, logon, '
-        'host checks, logoff)\n'
+        f'{len(records) - by_calls} by the backend starting and stopping: API version, logons, '
+        'host checks, one List Partitions per CPC once notifications flow, logoffs)\n'
         f'   requests refused by the HMC: {len(refused)}\n'
         f'   SIGTERM: dpm-backend exited with {code}; {" ".join(tail)}\n'
         f'   simulator: logons {counts.get("logons", 0)}, logoffs {counts.get("logoffs", 0)}, '

@@ -133,11 +133,20 @@ def test_the_summary_counts_hosts_instances_and_hmc_requests(demo):
     hosts = [_totals(_section(out, h)) for h in (Z14_HOST, *VHBA_HOSTS)]
     assert by_calls == sum(int(t['requests']) for t in hosts)
     assert '   requests refused by the HMC: 0\n' in summary
-    assert 'dpm-backend exited with 0; Stopped; logged off 1 HMC sessions' in summary
+    # The pooled session and the one whose topic carries the HMC's notifications.
+    assert 'dpm-backend exited with 0; Stopped; logged off 2 HMC sessions' in summary
     assert (
-        'logons 1, logoffs 1, sessions open 0; '
+        'logons 2, logoffs 2, sessions open 0; '
         'left by the demo: partitions [], storage groups []' in summary
     )
+
+
+def test_periodic_reads_cost_no_hmc_request_while_notifications_flow(demo):
+    for host in VHBA_HOSTS:
+        section = _section(demo.stdout, host)
+        for call in ('get_available_resource', 'update_provider_tree', 'list_instance_uuids'):
+            (line,) = [line for line in section.splitlines() if line.strip().startswith(call)]
+            assert ' 0 HMC requests' in line, line
 
 
 def test_full_names_a_demo_host():
