@@ -167,7 +167,7 @@ class JobWaiter:
             if notified is None:
                 self.sleep(wait)
                 last_pause = pause
-            elif notified.wait(wait):
+            elif self._halted.is_set() or notified.wait(wait):
                 # Told the moment it ended (or halted): check now, once.
                 notified.clear()
                 last_pause = 0.0

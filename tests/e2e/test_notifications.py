@@ -169,6 +169,9 @@ def test_periodic_reads_cost_no_hmc_request_while_notifications_flow(events):
         assert info.partition_status == 'stopped'
     assert events.log.requests == []
     assert health(events, NOTIFICATIONS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+    registry = events.backend.metrics.registry
+    assert registry.get_sample_value('dpm_backend_hmc_notifications_live') == 1
+    assert registry.get_sample_value('dpm_backend_watch_streams') == 0
 
 
 def test_changes_outside_the_backend_are_answered_without_asking_the_hmc(events, operator):
@@ -413,6 +416,9 @@ def test_a_broker_restart_loses_no_change_and_reads_fall_back_meanwhile(events, 
     hmc_sim.broker.stop()
     wait_for(lambda: not events.backend.notifications.live)
     assert health(events, NOTIFICATIONS_SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
+    registry = events.backend.metrics.registry
+    assert registry.get_sample_value('dpm_backend_hmc_notifications_live') == 0
+    assert registry.get_sample_value('dpm_backend_watch_streams') == 1
     assert events.stub.WatchInstances  # the stream itself stays open
     # Published while nobody can hear it: lost on the broker.
     events.sim.guest_status(name, 'paused')

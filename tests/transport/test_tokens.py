@@ -62,7 +62,13 @@ def error_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo:
 
 
 def call(running, method: str, request, metadata=None):
-    return getattr(running.stub, method)(request, timeout=T, metadata=metadata)
+    reply = getattr(running.stub, method)(request, timeout=T, metadata=metadata)
+    if method == 'WatchInstances':
+        try:
+            return next(reply)  # the stream's first response (its current state)
+        finally:
+            reply.cancel()
+    return reply
 
 
 def every_rpc(host: str):
@@ -78,7 +84,15 @@ def every_rpc(host: str):
         ('PowerOff', pb.PowerOffRequest(**ids)),
         ('PowerOn', pb.PowerOnRequest(**ids)),
         ('Reboot', pb.RebootRequest(**ids)),
+        ('AttachVolume', pb.AttachVolumeRequest(**ids)),
+        ('DetachVolume', pb.DetachVolumeRequest(**ids, volume_id=new_uuid())),
+        ('WatchInstances', pb.WatchInstancesRequest(host=host)),
     ]
+
+
+def test_every_rpc_names_every_method_that_acts_for_a_host():
+    methods = set(pb.DESCRIPTOR.services_by_name['DPMHost'].methods_by_name)
+    assert {m for m, _ in every_rpc('cpc1')} == methods - {'ListHosts'}
 
 
 @pytest.mark.parametrize(
