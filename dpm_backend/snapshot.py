@@ -161,7 +161,7 @@ class Snapshots:
             # Copy on write: readers iterate the rows they were given.
             snapshot = dataclasses.replace(snapshot, rows=rows)
             self._by_cpc[cpc_object_id] = snapshot
-        self._changed(cpc_object_id, snapshot)
+            self._changed(cpc_object_id, snapshot)
 
     def make_stale(self, cpc_object_id: str) -> None:
         """A notification told of a change the snapshot cannot take: read the CPC again."""
@@ -170,6 +170,7 @@ class Snapshots:
             self._stale[cpc_object_id] = self._applied
 
     def _changed(self, cpc_object_id: str, snapshot: Snapshot) -> None:
+        """Tell the listener, under the lock: it sees the snapshots in the order they were kept."""
         if self._on_rows is not None:
             self._on_rows(cpc_object_id, snapshot)
 
@@ -252,5 +253,5 @@ class Snapshots:
             for key in [k for k, seq in self._marked.items() if k[0] == cpc_object_id]:
                 if self._marked[key] <= self._by_cpc[cpc_object_id].seen_marks:
                     del self._marked[key]
-        self._changed(cpc_object_id, snapshot)
+            self._changed(cpc_object_id, self._by_cpc[cpc_object_id])
         return snapshot
