@@ -8,9 +8,12 @@ has a deadline, the budget of the whole call. Idempotent calls are retried a
 bounded number of times within it while the backend answers UNAVAILABLE (or
 sheds load); then the driver reports itself not ready. gRPC statuses become the
 Nova exceptions the compute manager knows how to handle; no other module of the
-driver sees grpc.RpcError. Each call carries Nova's request id, and a failure
-names the request id the backend logged it under, so one grep finds the call in
-the backend's log.
+driver sees grpc.RpcError. Over several backends of one HMC (one active, the
+others standby), gRPC sends each call to the active one and repeats an
+idempotent call a standby refused (dpm_frontend.channel); a standby's refusal
+says the call did not begin, so even Reboot is retried then. Each call carries
+Nova's request id, and a failure names the request id the backend logged it
+under, so one grep finds the call in the backend's log.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ LOG = logging.getLogger(__name__)
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 RETRYABLE_REASONS = frozenset({'BACKEND_BUSY'})
+# Refusals before the call began (a standby backend refuses every call):
+# retried even when the call is not idempotent.
+NOT_BEGUN_REASONS = frozenset({'BACKEND_STANDBY'})
 # Reasons that another host might not have: Nova reschedules on these.
 RESCHEDULE_REASONS = frozenset(
     {'HOST_CAPACITY_EXCEEDED', 'CPC_NOT_USABLE', 'HOST_NOT_READY', 'STORAGE_PATH_UNSUPPORTED'}
@@ -108,6 +114,11 @@ class BackendFailure:
     @property
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES or self.reason in RETRYABLE_REASONS
+
+    @property
+    def not_begun(self) -> bool:
+        """The backend refused the call before doing anything: safe to repeat."""
+        return self.retryable and self.reason in NOT_BEGUN_REASONS
 
     @property
     def message(self) -> str:
@@ -205,7 +216,7 @@ class BackendClient:
         clock: Callable[[], float] = time.monotonic,
         transport: channel_mod.Options | None = None,
     ):
-        """``transport``: where the token file is named (default: ``conf.dpm``)."""
+        """``transport``: where the backend and the token file are named (default: ``conf.dpm``)."""
         self._channel = channel
         self._stub = pb_grpc.DPMHostStub(channel)
         self._conf = conf
@@ -213,19 +224,40 @@ class BackendClient:
         self._clock = clock
         try:
             self._metadata = channel_mod.token_metadata(transport or conf.dpm)
+            # Several backends: calls go to the one whose health is SERVING.
+            self.failover = channel_mod.backend_target(transport or conf.dpm).failover
         except channel_mod.TransportRefused as exc:
             raise DPMConfigError(reason=str(exc)) from None
 
     def close(self) -> None:
         self._channel.close()
 
+    def wait_for_active(self, timeout: float) -> bool:
+        """Whether a backend is SERVING (over several: the active one) within ``timeout`` s.
+
+        With several backends the channel is READY exactly while one of them
+        is SERVING; a single backend's channel is READY once connected.
+        """
+        ready = grpc.channel_ready_future(self._channel)
+        try:
+            ready.result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False
+        finally:
+            ready.cancel()
+        return True
+
     def watch_instances(self, host: str) -> InstanceWatch:
         """The backend's stream of ``host``'s instance changes, with the token.
 
         No deadline: the stream lasts until cancelled or ended by the backend.
+        Over several backends it waits for one to be SERVING (a takeover under
+        way), so that it opens as soon as the new active backend serves.
         """
         call = self._stub.WatchInstances(
-            pb.WatchInstancesRequest(host=host), metadata=self._metadata
+            pb.WatchInstancesRequest(host=host),
+            metadata=self._metadata,
+            **({'wait_for_ready': True} if self.failover else {}),
         )
         return InstanceWatch(call)
 
@@ -243,16 +275,18 @@ class BackendClient:
 
         The deadline is the budget of the whole call: each attempt gets what is
         left of it, and a retry starts only if at least MIN_ATTEMPT_SECONDS are
-        left after the pause before it. A failure becomes a Nova exception.
-        Each attempt carries the request id of ``context`` (a Nova
-        RequestContext; by default the thread's current one).
+        left after the pause before it. A call that is not idempotent is
+        retried only when refused before it began (a standby backend). A
+        failure becomes a Nova exception. Each attempt carries the request id
+        of ``context`` (a Nova RequestContext; by default the thread's current
+        one).
         """
         rpc = getattr(self._stub, method)
         request_id = request_id_of(context)
         metadata = self._metadata
         if request_id is not None:
             metadata += ((contract.REQUEST_ID_METADATA_KEY, request_id),)
-        retries = self._conf.dpm.unavailable_retries if idempotent else 0
+        retries = self._conf.dpm.unavailable_retries
         interval = self._conf.dpm.retry_interval
         end = self._clock() + deadline
         attempt = 0
@@ -263,7 +297,8 @@ class BackendClient:
             except grpc.RpcError as error:
                 failure = BackendFailure(error)
             left = end - self._clock()
-            if failure.retryable and attempt <= retries and left - interval >= MIN_ATTEMPT_SECONDS:
+            repeatable = failure.not_begun if not idempotent else failure.retryable
+            if repeatable and attempt <= retries and left - interval >= MIN_ATTEMPT_SECONDS:
                 LOG.warning(
                     'dpm-backend %(method)s: %(code)s (%(details)s); retry %(n)d of %(max)d '
                     'in %(interval)s s, %(left).1f s of the deadline left',

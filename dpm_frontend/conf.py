@@ -41,7 +41,14 @@ dpm_opts = [
         'needs tls_ca_file, tls_cert_file and tls_key_file (the backend requires '
         'mutual TLS); plaintext TCP is refused at start, except to a loopback '
         'address (127.0.0.0/8, ::1, localhost) with allow_insecure_loopback. '
-        'Related options: tls_ca_file, tls_cert_file, tls_key_file, '
+        'Several backends of one HMC (one active, the others standby): their '
+        'addresses separated by commas, "<ip>:<port>,<ip>:<port>" (IPv6 as '
+        '"[<addr>]:<port>"; one family, no host names), or "dns:///<name>:<port>" '
+        'with a DNS name that resolves to each of them; TCP only, with TLS (and '
+        'tls_server_name for a list). The driver then sends each call to the backend whose '
+        'health is SERVING (the active one) and follows a takeover by itself; a '
+        'dns: target is always followed this way. '
+        'Related options: tls_ca_file, tls_cert_file, tls_key_file, tls_server_name, '
         'allow_insecure_loopback, token_file.',
     ),
     cfg.BoolOpt(
@@ -72,6 +79,16 @@ dpm_opts = [
         help='PEM file of the private key of tls_cert_file. TCP targets only; set '
         'together with tls_ca_file and tls_cert_file. '
         'Related options: backend, tls_ca_file, tls_cert_file.',
+    ),
+    cfg.HostAddressOpt(
+        'tls_server_name',
+        help='The name (DNS name or IP address) that the backend certificate must '
+        'carry as a subjectAltName. Default: the host of backend. Required when '
+        'backend lists several addresses: TLS then checks this one name against '
+        'the certificate of every backend of the list, so each carries it (one '
+        'name for the pair, such as dpm-backend-hmc1.example.com, besides its '
+        'own). TCP targets only. '
+        'Related options: backend, tls_ca_file.',
     ),
     cfg.StrOpt(
         'token_file',
@@ -117,7 +134,8 @@ dpm_opts = [
         max=20,
         help='At most this many retries of an idempotent call the backend answers '
         'UNAVAILABLE (HMC or backend unreachable) or sheds load, before the driver '
-        'reports itself not ready; 0 disables retries. Reboot is never retried. '
+        'reports itself not ready; 0 disables retries. Reboot is retried only when '
+        'a standby backend refused it (reason BACKEND_STANDBY: it did not begin). '
         f"A retry starts only if at least {MIN_ATTEMPT_SECONDS:g} s of the call's "
         'deadline is left after retry_interval, and gets only what is left. '
         'Related options: retry_interval, read_deadline, prepare_deadline, '

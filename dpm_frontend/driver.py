@@ -195,10 +195,20 @@ class DPMDriver(driver.ComputeDriver):
                 'concurrency_backend = threading (or OS_NOVA_DISABLE_EVENTLET_PATCHING=1).'
             )
         # The transport and the token file are checked before anything is sent.
-        self._connect()
+        client = self._connect()
+        # Several backends: a start during a takeover waits for the new active
+        # one (read_deadline at most) rather than failing.
+        active = not client.failover or client.wait_for_active(CONF.dpm.read_deadline)
         try:
             status = self._host_status()
         except exception.VirtDriverNotReady:
+            if not active:
+                raise client_mod.DPMBackendError(
+                    reason=f'no dpm-backend at {self._transport.backend} became active '
+                    f'(health SERVING) within [dpm] read_deadline = {CONF.dpm.read_deadline} s; '
+                    'check that they run, that one of them is active and reaches its HMC, '
+                    'and the TLS files and tls_server_name'
+                ) from None
             raise client_mod.DPMBackendError(
                 reason=f'dpm-backend at {self._transport.backend} (or its HMC) cannot be '
                 'reached; check that the backend runs and [dpm] backend names its socket'

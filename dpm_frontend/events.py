@@ -13,7 +13,9 @@ stop and a start. Nova's handler does database work and calls get_info, so
 events go to a small pool of workers, one instance's in order and never two at
 once; the reader only queues and so keeps up with the stream. A lost stream is
 opened again with exponential backoff and jitter; its first response, the
-current state, says what changed meanwhile. Native threads only: the driver
+current state, says what changed meanwhile. Over several backends of one HMC
+the new stream waits until one of them is SERVING and opens on it: after a
+takeover, on the new active backend. Native threads only: the driver
 refuses eventlet (DPMDriver.init_host).
 """
 

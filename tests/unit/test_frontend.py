@@ -8,6 +8,7 @@ the status the real backend would send.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import pathlib
 import queue
 import threading
@@ -767,6 +768,27 @@ REMOTE_TARGETS = [
     'xds:///dpm-backend',
 ]
 TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file')
+# Targets that name a set of backends: followed by health (round_robin), not pick_first.
+FOLLOWED_BY_HEALTH = {
+    'ipv4:127.0.0.1:50051,127.0.0.2:50052',
+    'dns:///localhost:50051',
+    'dns:localhost:50051',
+    'dns://127.0.0.53/localhost:50051',
+    'dns:///backend.example.com:50051',
+}
+
+
+def assert_channel_to(channel_mock, target, *credentials):
+    """One channel to ``target``; with the failover service config exactly for a set of backends."""
+    channel_mock.assert_called_once()
+    assert channel_mock.call_args.args == (target, *credentials)
+    options = dict(channel_mock.call_args.kwargs.get('options', ()))
+    if target in FOLLOWED_BY_HEALTH:
+        config = json.loads(options['grpc.service_config'])
+        assert config['loadBalancingConfig'] == [{'round_robin': {}}]
+        assert config['healthCheckConfig'] == {'serviceName': ''}
+    else:
+        assert channel_mock.call_args.kwargs == {}
 
 
 def tls_files(tmp_path):
@@ -796,7 +818,7 @@ def test_plaintext_tcp_to_loopback_needs_allow_insecure_loopback(dpm_options, ta
     insecure.assert_not_called()
     set_options(allow_insecure_loopback=True)
     assert client_mod.open_channel(CONF.dpm) is insecure.return_value
-    insecure.assert_called_once_with(target)
+    assert_channel_to(insecure, target)
     secure.assert_not_called()
 
 
@@ -825,7 +847,7 @@ def test_tcp_with_the_tls_files_gets_a_verified_channel(dpm_options, tmp_path, t
         private_key=b'PEM of tls_key_file',
         certificate_chain=b'PEM of tls_cert_file',
     )
-    secure.assert_called_once_with(target, credentials.return_value)
+    assert_channel_to(secure, target, credentials.return_value)
     insecure.assert_not_called()
 
 
@@ -863,6 +885,137 @@ def test_init_host_refuses_plaintext_tcp_before_anything_is_sent(dpm_options):
     backend_client.assert_not_called()
     insecure.assert_not_called()
     secure.assert_not_called()
+
+
+# -- several backends of one HMC: one channel, calls to the SERVING one ---------
+
+
+@pytest.mark.parametrize(
+    ('backend', 'target'),
+    [
+        ('10.0.0.11:50051,10.0.0.12:50051', 'ipv4:10.0.0.11:50051,10.0.0.12:50051'),
+        (' 10.0.0.11:50051 , 10.0.0.12:50052 ', 'ipv4:10.0.0.11:50051,10.0.0.12:50052'),
+        ('[fd00::11]:50051,[fd00::12]:50051', 'ipv6:[fd00::11]:50051,[fd00::12]:50051'),
+        ('ipv4:10.0.0.11:50051,10.0.0.12:50051', 'ipv4:10.0.0.11:50051,10.0.0.12:50051'),
+    ],
+)
+def test_several_backends_are_one_channel_following_their_health(
+    dpm_options, tmp_path, backend, target
+):
+    set_options, insecure, secure, credentials = dpm_options
+    set_options(backend=backend, tls_server_name='dpm-backend-hmc1.example.com')
+    set_options(**tls_files(tmp_path))
+    assert client_mod.open_channel(CONF.dpm) is secure.return_value
+    assert secure.call_args.args == (target, credentials.return_value)
+    options = dict(secure.call_args.kwargs['options'])
+    # TLS checks the one name every backend's certificate carries.
+    assert options['grpc.ssl_target_name_override'] == 'dpm-backend-hmc1.example.com'
+    assert options['grpc.enable_retries'] == 1
+    config = json.loads(options['grpc.service_config'])
+    assert config['loadBalancingConfig'] == [{'round_robin': {}}]
+    assert config['healthCheckConfig'] == {'serviceName': ''}
+    assert config['retryThrottling'] == {'maxTokens': 10, 'tokenRatio': 1.0}
+    # With its decimal point: grpc core reads "tokenRatio": 1 as 0.001.
+    assert '"tokenRatio": 1.0' in options['grpc.service_config']
+    (method_config,) = config['methodConfig']
+    retried = {name['method'] for name in method_config['name']}
+    assert {name['service'] for name in method_config['name']} == {SERVICE.full_name}
+    # Every RPC the proto marks idempotent (Spawn converges) but Reboot, which
+    # a second backend would repeat.
+    assert retried == {method.name for method in SERVICE.methods} - {'Reboot'}
+    policy = method_config['retryPolicy']
+    assert policy['retryableStatusCodes'] == ['UNAVAILABLE']
+    assert 2 <= policy['maxAttempts'] <= 5
+    insecure.assert_not_called()
+
+
+def test_one_address_with_tls_server_name_only_overrides_the_name(dpm_options, tmp_path):
+    set_options, _, secure, credentials = dpm_options
+    set_options(backend='10.0.0.11:50051', tls_server_name='dpm-hmc1', **tls_files(tmp_path))
+    client_mod.open_channel(CONF.dpm)
+    assert secure.call_args.args == ('10.0.0.11:50051', credentials.return_value)
+    assert secure.call_args.kwargs == {'options': [('grpc.ssl_target_name_override', 'dpm-hmc1')]}
+
+
+def test_several_backends_over_tls_need_the_name_their_certificates_share(dpm_options, tmp_path):
+    set_options, insecure, secure, credentials = dpm_options
+    set_options(backend='10.0.0.11:50051,10.0.0.12:50051', **tls_files(tmp_path))
+    with pytest.raises(client_mod.DPMConfigError, match=r'set \[dpm\] tls_server_name'):
+        client_mod.open_channel(CONF.dpm)
+    secure.assert_not_called()
+    credentials.assert_not_called()
+    # A DNS name is the name checked, as for one backend.
+    set_options(backend='dns:///dpm-backend-hmc1.example.com:50051')
+    client_mod.open_channel(CONF.dpm)
+    options = dict(secure.call_args.kwargs['options'])
+    assert 'grpc.ssl_target_name_override' not in options
+    assert 'grpc.service_config' in options
+    insecure.assert_not_called()
+
+
+def test_several_loopback_backends_in_plaintext_follow_health_too(dpm_options):
+    set_options, insecure, secure, _ = dpm_options
+    set_options(backend='127.0.0.1:50051,127.0.0.1:50052', allow_insecure_loopback=True)
+    client_mod.open_channel(CONF.dpm)
+    assert insecure.call_args.args == ('ipv4:127.0.0.1:50051,127.0.0.1:50052',)
+    options = dict(insecure.call_args.kwargs['options'])
+    assert 'grpc.service_config' in options and 'grpc.ssl_target_name_override' not in options
+    set_options(backend='127.0.0.1:50051,10.0.0.12:50052')
+    with pytest.raises(client_mod.DPMConfigError, match='clear text'):
+        client_mod.open_channel(CONF.dpm)
+    secure.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ('backend', 'words'),
+    [
+        ('unix:/run/a.sock,unix:/run/b.sock', 'several backends need TCP addresses'),
+        ('unix:/run/a.sock,10.0.0.12:50051', 'several backends need TCP addresses'),
+        ('10.0.0.11:50051,unix:/run/b.sock', 'several backends need TCP addresses'),
+        ('dpm-a.example.com:50051,dpm-b.example.com:50051', "'dpm-a.example.com:50051' is not"),
+        ('10.0.0.11,10.0.0.12', "'10.0.0.11' is not"),
+        ('10.0.0.11:50051,', "'' is not"),
+        ('10.0.0.11:50051,10.0.0.12:70000', "'10.0.0.12:70000' is not"),
+        ('10.0.0.11:50051,fd00::12:50051', "'fd00::12:50051' is not"),
+        ('[10.0.0.11]:50051,10.0.0.12:50051', "'[10.0.0.11]:50051' is not"),
+        ('10.0.0.11:50051,[fd00::12]:50051', 'mixes IPv4 and IPv6'),
+        ('10.0.0.11:50051,10.0.0.11:50051', 'names an address twice'),
+    ],
+)
+def test_a_list_grpc_cannot_follow_as_one_channel_is_refused_naming_the_option(
+    dpm_options, tmp_path, backend, words
+):
+    set_options, insecure, secure, _ = dpm_options
+    set_options(backend=backend, tls_server_name='dpm-hmc1', **tls_files(tmp_path))
+    with pytest.raises(client_mod.DPMConfigError) as caught:
+        client_mod.open_channel(CONF.dpm)
+    message = str(caught.value)
+    assert f'[dpm] backend = {backend}' in message and words in message
+    assert '\n' not in message
+    insecure.assert_not_called()
+    secure.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ('reason', 'retried'), [('BACKEND_STANDBY', True), ('HMC_UNAVAILABLE', False), ('', False)]
+)
+def test_a_reboot_is_retried_only_when_a_standby_backend_refused_it(reason, retried):
+    """A standby refuses before it begins anything; any other UNAVAILABLE may come after."""
+    calls = []
+
+    def answer(method, request, timeout):
+        calls.append(method)
+        if len(calls) == 1:
+            raise failed_call(grpc.StatusCode.UNAVAILABLE, reason)
+        return pb.RebootResponse()
+
+    drv, _ = scripted_driver(answer)
+    if retried:
+        drv.reboot(None, make_instance(), [], 'HARD')
+    else:
+        with pytest.raises(exception.VirtDriverNotReady):
+            drv.reboot(None, make_instance(), [], 'HARD')
+    assert calls == (['Reboot', 'Reboot'] if retried else ['Reboot'])
 
 
 # -- volumes -------------------------------------------------------------------
