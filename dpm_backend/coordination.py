@@ -24,6 +24,12 @@ or the machine sleeps: a process resumed after its lease may have expired
 refuses before it sends anything. Once the deadline passes the backend is
 STANDBY for good, and serves again only after acquiring the lock anew.
 
+A refresh must also find the lock still the backend's own (tooz 9.1's etcd
+lock ignores a lease etcd no longer knows), and after the service did not
+answer a standby acquires the lock only ttl/2 after it answers again: a
+holder cut off too may serve that long, and a service back without its data
+would hand the lock out at once.
+
 What remains is inherent in leases without fencing tokens at the HMC: a
 request that passed the gate and was then held up (the process stopped
 between the check and the send) reaches the HMC late; ttl/2 is the margin
@@ -140,6 +146,8 @@ class Lease:
         self.losses = 0
         self.service_reachable = False
         self._failure = ''
+        # No acquiring before this: the service answers again after it did not.
+        self._quiet_until = 0.0
         self._coordinator: Any = None
         self._lock: Any = None
         self._connected = False
@@ -273,6 +281,17 @@ class Lease:
         """STANDBY: release what a lost lease left behind, then try to acquire the lock."""
         if self._release_pending and not self._release():
             return self._retry
+        if self._failure:
+            # Whether the service answers again, without acquiring anything yet.
+            try:
+                self._coordinator.heartbeat()
+            except Exception as exc:
+                self._unreachable(exc, 'cannot reach it')
+                return self._retry
+            self._reachable()
+        quiet = self._quiet_until - self._now()
+        if quiet > 0:
+            return quiet
         sent = self._now()
         try:
             acquired = self._lock.acquire(blocking=False)
@@ -383,6 +402,7 @@ class Lease:
         except Exception as exc:
             self._unreachable(exc, 'cannot release the lock')
             return False
+        self._reachable()
         self._release_pending = False
         if released:
             LOG.info('Released the lock %r of HMC %s', self.name, self.hmc)
@@ -410,7 +430,19 @@ class Lease:
             LOG.debug('Coordination service %s: %s: %s', self.config.display_url, doing, why)
 
     def _reachable(self) -> None:
+        """The service answered; after it did not, a STANDBY waits ttl/2 before acquiring.
+
+        A holder that could not reach the service either may go on serving
+        for ttl/2 past its last refresh, and a service that comes back
+        without its data (restored, rebuilt) no longer knows that holder's
+        lock: acquiring it at once could make two backends serve.
+        """
         if self._failure:
-            LOG.info('Coordination service %s answers again', self.config.display_url)
             self._failure = ''
+            self._quiet_until = self._now() + self._valid_for
+            LOG.info(
+                'Coordination service %s answers again%s',
+                self.config.display_url,
+                '' if self.role == ACTIVE else f'; acquiring the lock in {self._valid_for:g} s',
+            )
         self.service_reachable = True

@@ -215,8 +215,11 @@ def test_refreshes_that_fail_fence_at_half_the_ttl_before_the_lock_can_expire(se
     assert lease.role == coordination.STANDBY and lease.losses == 1
     assert backend.events == ['active', 'standby']
     assert 'lost the lease' in lease.why_not()
-    # The service answers again: the lock is released, then acquired anew.
+    # The service answers again: the lock is released at once, acquired anew ttl/2 later.
     service.down = False
+    assert lease.step() == pytest.approx(TTL / 2)
+    assert service.holder is None and not lease.valid()
+    clock.advance(TTL / 2)
     lease.step()
     assert lease.valid() and lease.takeovers == 2
     assert backend.events == ['active', 'standby', 'active']
@@ -276,23 +279,50 @@ def test_while_operations_run_on_the_lock_is_left_to_expire(service, clock):
     lease.step()
     assert lease.role == coordination.STANDBY
     service.down = False
-    lease.step()  # no release: the lock is still held until it expires
+    lease.step()  # no release: the lock is held until it expires (ttl after its last refresh)
     assert service.holder == 'a' and not lease.valid()
     clock.advance(TTL / 2)
     lease.step()
     assert lease.valid() and lease.takeovers == 2
 
 
-def test_unreachable_at_start_is_standby_until_the_service_answers(service):
+def test_unreachable_at_start_is_standby_until_the_service_answers(service, clock):
     service.down = True
     lease, backend = lease_on(service)
     assert lease.step() > 0
     assert not lease.valid()
     assert 'does not answer' in lease.why_not()
     service.down = False
-    lease.step()
+    lease.step()  # connected
+    lease.step()  # a holder that could not reach the service either may still serve
+    assert not lease.valid()
+    clock.advance(TTL / 2)
     lease.step()
     assert lease.valid() and backend.events == ['active']
+
+
+def test_a_service_back_without_its_data_never_lets_two_backends_serve(service, clock):
+    a, a_backend = active_lease(service, 'a')
+    b, _ = lease_on(service, 'b')
+    b.step()
+    b.step()
+    service.down = True
+    for _ in range(3):
+        clock.advance(0.25)
+        a.step()
+        b.step()
+    # Back, knowing no lock: the standby could acquire it at once, and the
+    # active backend's refreshes answer as if its lease still lived.
+    service.down = False
+    service.holder = None
+    for _ in range(8 * TTL):
+        clock.advance(0.25)
+        b.step()
+        assert not (a.valid() and b.valid())
+        a.step()
+        assert not (a.valid() and b.valid())
+    # The active backend saw the lock was not its own any more, and acquired it anew.
+    assert a_backend.events == ['active', 'standby', 'active'] and a.valid()
 
 
 def test_stop_releases_a_held_lock_so_a_standby_takes_over_at_once(service):
