@@ -19,11 +19,14 @@ from coordinated import error_info
 from coordinated import health
 from coordinated import health_services
 from coordinated import in_process
+from dpmtest import DEFAULT_PROFILE
 from dpmtest import flavor
 from dpmtest import new_uuid
+from dpmtest import pristine
 from dpmtest import wait_for
 
 from dpm_api.v1 import dpm_host_pb2 as pb
+from dpm_backend.server import NOTIFICATIONS_SERVICE
 
 # Short enough for quick tests, long enough for a loaded machine's refreshes.
 TTL = 4
@@ -43,6 +46,10 @@ def started(tmp_path):
     for running in backends:
         running.channel.close()
         running.backend.stop(grace=0)
+
+
+def metric(running, name: str) -> float | None:
+    return running.backend.metrics.registry.get_sample_value(name)
 
 
 def serving(running) -> bool:
@@ -82,6 +89,32 @@ def test_one_backend_serves_the_other_stands_by_and_sends_no_hmc_request(started
     assert b.log.count() == 0
     assert b.backend.pool.sessions_created == 0
     assert lease.takeovers == 0 and a.backend.lease.takeovers == 1
+    assert metric(a, 'dpm_backend_coordination_active') == 1
+    assert metric(b, 'dpm_backend_coordination_active') == 0
+    assert metric(a, 'dpm_backend_coordination_takeovers_total') == 1
+    assert metric(b, 'dpm_backend_coordination_takeovers_total') == 0
+    assert metric(b, 'dpm_backend_coordination_service_reachable') == 1
+    assert 0 <= metric(a, 'dpm_backend_coordination_lease_age_seconds') < TTL / 2
+    assert metric(b, 'dpm_backend_coordination_lease_age_seconds') is None
+
+
+def test_the_hmc_notifications_follow_the_active_backend(started, simulators, etcd):
+    served = simulators(DEFAULT_PROFILE, notifications=True)
+    pristine(served)
+    a = started('a', served, etcd.url, TTL)
+    wait_for(lambda: health(a.channel, NOTIFICATIONS_SERVICE) == SERVING, timeout=20)
+    b = started('b', served, etcd.url, TTL)
+    wait_for(lambda: 'another backend holds' in b.backend.lease.why_not(), timeout=10)
+    time.sleep(1.0)
+    assert health(b.channel, NOTIFICATIONS_SERVICE) == NOT_SERVING
+    assert b.log.count() == 0 and b.backend.notifications is None
+    a.backend.stop(grace=0)
+    wait_for(lambda: health(b.channel, NOTIFICATIONS_SERVICE) == SERVING, timeout=TTL + 10)
+    # The new active backend answers Nova's periodic reads from its live snapshot.
+    b.stub.ListInstances(pb.ListInstancesRequest(host=HOST), timeout=5)
+    b.log.clear()
+    b.stub.ListInstances(pb.ListInstancesRequest(host=HOST), timeout=5)
+    assert b.log.count() == 0
 
 
 def test_a_stopped_active_backend_hands_over_within_the_lease_ttl(started, hmc_sim, etcd):
