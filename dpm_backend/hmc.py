@@ -75,6 +75,11 @@ class Reachability:
             for listener in self._listeners:
                 listener(reachable)
 
+    def forget(self) -> None:
+        """Unknown again, without a word to the listeners (a standby has not asked)."""
+        with self._lock:
+            self._reachable = False
+
     def interceptor(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
         try:
             result = proceed()

@@ -238,6 +238,8 @@ class Backend:
         self.servicer.snapshots.clear()
         self._facts.clear()
         self._sizes.clear()
+        # Probed and read again once active: the HMC may be upgraded or gone meanwhile.
+        self.pool.reachability.forget()
         self.pool.forget_dialect()
         self._update_health()
         idle = self.servicer.slots.wait_idle(HALT_WAIT)
