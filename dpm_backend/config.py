@@ -14,6 +14,8 @@ import glob
 import ipaddress
 import os
 import re
+import socket
+import urllib.parse
 from collections.abc import Sequence
 from importlib import metadata
 
@@ -37,6 +39,13 @@ MAX_TOKEN_LENGTH = 1024
 DEFAULT_CPC_CACHE_TTL = 300
 # The HMC's STOMP port for notifications (zc _constants.py DEFAULT_STOMP_PORT).
 DEFAULT_STOMP_PORT = 61612
+# Seconds the HMC's lock lives on the coordination service without a refresh.
+DEFAULT_LEASE_TTL = 10
+MIN_LEASE_TTL = 3
+# The entry point group of tooz's coordination drivers (one name per URL scheme).
+TOOZ_DRIVERS = 'tooz.backends'
+# The URL option tooz drivers take the lock TTL from; lease_ttl sets it.
+TOOZ_LOCK_TIMEOUT = 'lock_timeout'
 # oslo.log's line for a record made during a call (logging_context_format_string):
 # the default without user and project, which the backend does not know, so the
 # line shows [req-<uuid>] where the lines outside calls show [-].
@@ -342,6 +351,44 @@ backend_opts = [
     ),
 ]
 
+coordination_group = cfg.OptGroup(
+    'coordination',
+    help='Active/standby backends of one HMC. Each backend of the HMC names the same '
+    "coordination service; the one holding the HMC's lock there serves (ACTIVE), the others "
+    'answer health NOT_SERVING, refuse DPMHost calls with UNAVAILABLE (BACKEND_STANDBY) and '
+    'make no HMC request until they acquire the lock. Unset backend_url: this backend '
+    'serves alone.',
+)
+coordination_opts = [
+    cfg.StrOpt(
+        'backend_url',
+        secret=True,
+        help='tooz URL of the coordination service, e.g. etcd3+http://127.0.0.1:2379 '
+        '(etcd 3.4 or later through its gRPC gateway; etcd3+https with the query options '
+        'ca_cert, cert_key, cert_cert), redis://..., zookeeper://... (these need the '
+        'redis or kazoo package). The lock is named after [hmc] hosts (sorted) and '
+        'port: configure them alike on every backend of one HMC. Unset: no coordination. '
+        'Related options: lease_ttl.',
+    ),
+    cfg.IntOpt(
+        'lease_ttl',
+        default=DEFAULT_LEASE_TTL,
+        min=MIN_LEASE_TTL,
+        max=300,
+        help="Seconds the HMC's lock outlives its holder's last refresh. The active "
+        'backend refreshes it every lease_ttl/4 seconds; once no refresh has succeeded for '
+        'lease_ttl/2 seconds (the coordination service does not answer, or the process was '
+        'paused) it sends no further HMC request but logoffs, reports NOT_SERVING and '
+        'serves again only after acquiring the lock anew. A standby takes over about '
+        'lease_ttl seconds after the active backend died. Related options: backend_url.',
+    ),
+    cfg.StrOpt(
+        'member_id',
+        help='Name of this backend on the coordination service, in its log lines. '
+        'Default: <hostname>-<pid>.',
+    ),
+]
+
 host_opts = [
     _object_id_opt('cpc_object_id', 'Object id of the CPC this host is a subset of. Required.'),
     cfg.IntOpt(
@@ -451,6 +498,23 @@ class ListenConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinationConfig:
+    """The coordination service holding the HMC's lock (active/standby backends)."""
+
+    # May carry credentials (redis://:password@host): never logged whole.
+    backend_url: str = dataclasses.field(repr=False)
+    lease_ttl: int
+    member_id: str
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials and query: what log lines show."""
+        parts = urllib.parse.urlsplit(self.backend_url)
+        netloc = parts.netloc.rpartition('@')[2]
+        return f'{parts.scheme}://{netloc}{parts.path}'
+
+
+@dataclasses.dataclass(frozen=True)
 class BackendConfig:
     """Everything the backend process needs, checked."""
 
@@ -462,6 +526,8 @@ class BackendConfig:
     grace_period: int
     # (host, port) of the Prometheus metrics listener; None: not served.
     metrics_listen: tuple[str, int] | None = None
+    # None: this backend serves its HMC alone.
+    coordination: CoordinationConfig | None = None
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -494,6 +560,8 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(hmc_opts, group=hmc_group)
     conf.register_group(backend_group)
     conf.register_opts(backend_opts, group=backend_group)
+    conf.register_group(coordination_group)
+    conf.register_opts(coordination_opts, group=coordination_group)
 
 
 def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:
@@ -501,6 +569,7 @@ def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:
     return [
         ('hmc', hmc_opts),
         ('backend', backend_opts),
+        (coordination_group, coordination_opts),
         (
             cfg.OptGroup(
                 HOST_GROUP_PREFIX + 'name',
@@ -740,6 +809,35 @@ def _load_metrics_listen(conf: cfg.ConfigOpts) -> tuple[str, int] | None:
     return address
 
 
+def _tooz_drivers() -> list[str]:
+    return sorted({entry.name for entry in metadata.entry_points(group=TOOZ_DRIVERS)})
+
+
+def _load_coordination(conf: cfg.ConfigOpts) -> CoordinationConfig | None:
+    url = _get(conf, 'coordination', 'backend_url')
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    drivers = _tooz_drivers()
+    if parts.scheme not in drivers:
+        # The URL may hold a password: only its scheme is shown.
+        raise ConfigError(
+            f'[coordination] backend_url: {parts.scheme[:40]!r} is not a tooz driver; '
+            f'expected a URL such as etcd3+http://127.0.0.1:2379 (drivers: {", ".join(drivers)})'
+        )
+    if TOOZ_LOCK_TIMEOUT in urllib.parse.parse_qs(parts.query):
+        raise ConfigError(
+            f'[coordination] backend_url: leave {TOOZ_LOCK_TIMEOUT} out of the URL; '
+            '[coordination] lease_ttl sets it'
+        )
+    member_id = _get(conf, 'coordination', 'member_id') or f'{socket.gethostname()}-{os.getpid()}'
+    if not _TOKEN.fullmatch(member_id) or len(member_id) > 128:
+        raise ConfigError('[coordination] member_id: up to 128 visible ASCII characters, no spaces')
+    return CoordinationConfig(
+        backend_url=url, lease_ttl=_get(conf, 'coordination', 'lease_ttl'), member_id=member_id
+    )
+
+
 def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConfig:
     """Parse the command line and config files; raise ConfigError if anything is off."""
     conf = conf if conf is not None else cfg.ConfigOpts()
@@ -780,6 +878,7 @@ def load(argv: Sequence[str], conf: cfg.ConfigOpts | None = None) -> BackendConf
         default_deadline=_get(conf, 'backend', 'default_deadline'),
         grace_period=_get(conf, 'backend', 'grace_period'),
         metrics_listen=_load_metrics_listen(conf),
+        coordination=_load_coordination(conf),
     )
 
 
@@ -795,7 +894,11 @@ def _known_options(conf: cfg.ConfigOpts, section: str, hosts: Sequence[str]) -> 
     """The option names of a section, or None for a section nothing reads."""
     if section == 'DEFAULT':
         return set(conf)  # the options registered without a group (and the group names)
-    opts = {'hmc': hmc_opts, 'backend': backend_opts}.get(section)
+    opts = {
+        'hmc': hmc_opts,
+        'backend': backend_opts,
+        'coordination': coordination_opts,
+    }.get(section)
     if opts is None and section.startswith(HOST_GROUP_PREFIX):
         opts = host_opts if section[len(HOST_GROUP_PREFIX) :] in hosts else None
     return None if opts is None else {opt.dest for opt in opts}
@@ -806,7 +909,12 @@ def _hint(option: str, known: set[str], section: str) -> str:
     close = difflib.get_close_matches(option, sorted(known), n=1)
     if close:
         return f' (did you mean {close[0]}?)'
-    for group, opts in (('hmc', hmc_opts), ('backend', backend_opts), ('host:<name>', host_opts)):
+    for group, opts in (
+        ('hmc', hmc_opts),
+        ('backend', backend_opts),
+        ('coordination', coordination_opts),
+        ('host:<name>', host_opts),
+    ):
         names = sorted(opt.dest for opt in opts)
         close = difflib.get_close_matches(option.replace('-', '_'), names, n=1)
         if close and group != section:

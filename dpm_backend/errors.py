@@ -246,6 +246,14 @@ def backend_stopping(action: str) -> DPMError:
     )
 
 
+def backend_standby(action: str, why: str) -> DPMError:
+    return DPMError(
+        grpc.StatusCode.UNAVAILABLE,
+        pb.ERROR_REASON_BACKEND_STANDBY,
+        f'{action}: this backend is a standby ({why}); another backend of the HMC serves',
+    )
+
+
 def instance_busy(host: str, instance_uuid: str) -> DPMError:
     return DPMError(
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -287,10 +295,20 @@ class BackendStopping(zhmcclient.Error):
     """An HMC request refused before it was sent: the backend is stopping."""
 
 
+class BackendStandby(zhmcclient.Error):
+    """An HMC request refused before it was sent: this backend does not hold the HMC's lease."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 def from_hmc(exc: zhmcclient.Error, action: str) -> DPMError:
     """Translate a zhmcclient exception raised while doing ``action``."""
     if isinstance(exc, BackendStopping):
         return backend_stopping(action)
+    if isinstance(exc, BackendStandby):
+        return backend_standby(action, exc.why)
     if isinstance(exc, zhmcclient.HTTPError):
         return _from_http(exc, action)
     if isinstance(

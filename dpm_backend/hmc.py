@@ -75,6 +75,11 @@ class Reachability:
             for listener in self._listeners:
                 listener(reachable)
 
+    def forget(self) -> None:
+        """Unknown again, without a word to the listeners (a standby has not asked)."""
+        with self._lock:
+            self._reachable = False
+
     def interceptor(self, method: str, uri: str, proceed: Callable[[], Any]) -> Any:
         try:
             result = proceed()
@@ -197,6 +202,10 @@ class SessionPool:
     def add_logon_listener(self, listener: Callable[[zhmcclient.Session], None]) -> None:
         self._logon_listeners.append(listener)
 
+    def remove_logon_listener(self, listener: Callable[[zhmcclient.Session], None]) -> None:
+        if listener in self._logon_listeners:
+            self._logon_listeners.remove(listener)
+
     def job_topics(self) -> list[str]:
         """The job-notification-topic of each logged-on pooled session (HMC Logon response)."""
         with self._lock:
@@ -231,8 +240,12 @@ class SessionPool:
 
     def _forget_dialect_when_down(self, reachable: bool) -> None:
         if not reachable:
-            with self._dialect_lock:
-                self._dialect = None
+            self.forget_dialect()
+
+    def forget_dialect(self) -> None:
+        """Read the HMC's API version again before the next operation (it may be upgraded)."""
+        with self._dialect_lock:
+            self._dialect = None
 
     def dialect(self, client: zhmcclient.Client) -> Dialect:
         """The HMC's dialect, read with ``client`` the first time (one request, no logon)."""
@@ -340,6 +353,25 @@ class SessionPool:
             LOG.warning('Logoff from the HMC failed: %s', type(exc).__name__)
             return False
         return True
+
+    def log_off_idle(self) -> int:
+        """Log off the sessions no operation holds, and the dedicated ones; the pool stays open.
+
+        A standby backend holds no HMC session; the next checkout logs on anew.
+        Returns how many were logged off.
+        """
+        idle = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                idle.append(self._idle.get_nowait())
+        with self._lock:
+            dedicated, self._dedicated = self._dedicated, []
+        try:
+            return sum(self._log_off(client) for client in idle + dedicated)
+        finally:
+            for client in idle:
+                if not self._give_back(client):
+                    self._log_off(client)
 
     def close(self) -> int:
         """Refuse checkouts, log off every session; return how many were logged off.

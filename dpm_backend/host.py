@@ -107,6 +107,12 @@ class CpcFactsCache:
         self._live = set(object_ids)
         self._live_since = time.monotonic()
 
+    def clear(self) -> None:
+        """Forget every CPC's facts (another backend served meanwhile); switch ports stay."""
+        with self._lock:
+            self._facts.clear()
+        self._live = set()
+
     def forget(self, object_id: str) -> None:
         """A notification reported a change of the CPC: read its facts again when needed."""
         with self._lock:
@@ -192,9 +198,9 @@ class PartitionSizes:
     HMCs before 2.16 cannot list partitions with their sizes. This backend
     knows the sizes of the partitions it created and reads any other one of
     its hosts once (one GET); HMC 2.16 lists them with the partitions, which
-    refreshes them here. Sizes change only through this backend (a partition
-    is created with its flavor's size and resized to another flavor, see
-    :mod:`dpm_backend.resize`).
+    refreshes them here. Sizes change only through the active backend of the
+    HMC (a partition is created with its flavor's size and resized to another
+    flavor, see :mod:`dpm_backend.resize`); a standby forgets them all.
     """
 
     def __init__(self) -> None:
@@ -207,6 +213,12 @@ class PartitionSizes:
     def record(self, uri: str, vcpus: int, memory_mb: int) -> None:
         with self._lock:
             self._sizes[uri] = (vcpus, memory_mb)
+
+    def clear(self) -> None:
+        """Forget every size: another backend may have resized or deleted partitions."""
+        with self._lock:
+            self._sizes.clear()
+            self._deleted.clear()
 
     def forget(self, uri: str) -> None:
         """The partition was deleted."""

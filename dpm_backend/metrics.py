@@ -209,6 +209,10 @@ class Metrics:
         """Report the pool's sessions, the hosts' health, notifications and streams at scrapes."""
         self.registry.register(_StateCollector(pool, serving, notifications_live, feed))
 
+    def watch_lease(self, lease: Any) -> None:
+        """Report the HMC lock's role, takeovers and losses at scrapes (coordination.Lease)."""
+        self.registry.register(_LeaseCollector(lease))
+
     def finished(self, labels: tuple[str, str, str], code: grpc.StatusCode, started: float) -> None:
         """Count one RPC's end with its status, and time it from ``started``."""
         self.grpc_handled.labels(*labels, code.name).inc()
@@ -280,6 +284,46 @@ class _StateCollector:
                 'WatchInstances streams ended because their client fell too far behind.',
                 value=self._feed.cut_off,
             )
+
+
+class _LeaseCollector:
+    """The HMC lock of active/standby backends, read when scraped."""
+
+    def __init__(self, lease: Any) -> None:
+        self._lease = lease
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        lease = self._lease
+        yield GaugeMetricFamily(
+            'dpm_backend_coordination_active',
+            "1 while this backend holds the HMC's lock with a valid lease and may send HMC "
+            'requests (ACTIVE), else 0 (STANDBY).',
+            value=int(lease.valid()),
+        )
+        yield GaugeMetricFamily(
+            'dpm_backend_coordination_service_reachable',
+            '1 if the coordination service answered the last request, else 0.',
+            value=int(lease.service_reachable),
+        )
+        age = lease.seconds_since_refresh()
+        if age is not None:
+            yield GaugeMetricFamily(
+                'dpm_backend_coordination_lease_age_seconds',
+                'Seconds since the last refresh of the lease that counted (ACTIVE only); '
+                'at lease_ttl/2 the backend stops serving.',
+                value=age,
+            )
+        yield CounterMetricFamily(
+            'dpm_backend_coordination_takeovers',
+            "Times this backend acquired the HMC's lock and became ACTIVE.",
+            value=lease.takeovers,
+        )
+        yield CounterMetricFamily(
+            'dpm_backend_coordination_leases_lost',
+            'Times this backend lost its lease while ACTIVE (not refreshed in time, or the '
+            'lock was no longer its own) and was fenced.',
+            value=lease.losses,
+        )
 
 
 class _Outcome:

@@ -156,6 +156,7 @@ class NotificationStream:
         hosts_by_cpc: dict[str, list[str]],
         on_live: Callable[[bool], None] = lambda live: None,
         on_notification: Callable[[str], None] = lambda kind: None,
+        may_connect: Callable[[], bool] = lambda: True,
     ) -> None:
         self._config = config
         self._pool = pool
@@ -166,6 +167,8 @@ class NotificationStream:
         self._hosts_by_cpc = hosts_by_cpc
         self._on_live = on_live
         self._on_notification = on_notification
+        # False while this backend must not reach the HMC (a standby whose stream stops).
+        self._may_connect = may_connect
         self.completions = Completions(self.job_topic_live)
         self._queue: queue.SimpleQueue[_Connecting | _Message | _Lost] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -227,6 +230,7 @@ class NotificationStream:
         """Disconnect and end both threads (the receiver's may notice within seconds:
         zhmcclient looks at its close between heart-beats; it makes no request then)."""
         self._stopping.set()
+        self._pool.remove_logon_listener(self._session_logged_on)
         self._jobs.completions = None
         self.completions.halt()
         with self._lock:
@@ -237,6 +241,9 @@ class NotificationStream:
             thread.join(timeout)
         if self._live:
             self._live = False
+            # The snapshots age again (a backend that goes on serving reads the HMC).
+            self._snapshots.set_live(set())
+            self._facts.set_live(set())
             self._on_live(False)
             LOG.info('HMC notifications closed')
 
@@ -257,6 +264,9 @@ class NotificationStream:
             started = time.monotonic()
             generation = self._generation
             receiver = None
+            if not self._may_connect():
+                self._stopping.wait(RECONNECT_FIRST)
+                continue
             try:
                 session, topics = self._topics()
                 receiver = zhmcclient.NotificationReceiver(

@@ -30,9 +30,11 @@ from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend import auth
 from dpm_backend import checkconfig
 from dpm_backend import config as config_mod
+from dpm_backend import coordination
 from dpm_backend import correlation
 from dpm_backend import errors
 from dpm_backend import metrics as metrics_mod
+from dpm_backend import standby
 from dpm_backend import startup
 from dpm_backend.config import BackendConfig
 from dpm_backend.hmc import Interceptor
@@ -118,14 +120,27 @@ class Backend:
         self.config = config
         # Recorded always (microseconds a call); served when metrics_listen is set.
         self.metrics = metrics_mod.Metrics(metrics_mod.version())
+        # With [coordination]: the HMC's lock, without which no HMC request is sent.
+        self.lease: coordination.Lease | None = None
+        gates: list[Interceptor] = []
+        if config.coordination is not None:
+            self.lease = coordination.Lease(
+                config.coordination,
+                coordination.lock_name(config.hmc),
+                ','.join(config.hmc.hosts),
+                on_active=self._became_active,
+                on_standby=self._became_standby,
+            )
+            gates.append(self.lease.gate)
+            self.metrics.watch_lease(self.lease)
         # The metrics count what the caller's interceptors let through to the HMC.
         self.pool = SessionPool(
             config.hmc,
-            [*(interceptors or []), self.metrics.hmc_request],
+            [*gates, *(interceptors or []), self.metrics.hmc_request],
             on_wait=self.metrics.session_wait,
         )
-        facts = CpcFactsCache(config.hmc.cpc_cache_ttl)
-        sizes = PartitionSizes()
+        self._facts = facts = CpcFactsCache(config.hmc.cpc_cache_ttl)
+        self._sizes = sizes = PartitionSizes()
         self.hosts = {name: Host(host, facts, sizes) for name, host in config.hosts.items()}
         self.jobs = JobWaiter(
             config.hmc.job_poll_interval,
@@ -143,25 +158,15 @@ class Backend:
             self.host_problem,
             self.feed,
         )
-        self.health = health.HealthServicer()
+        self.health = standby.HealthServicer(self._may_use_hmc)
+        # A new stream each time the backend becomes active (a standby has none).
         self.notifications: NotificationStream | None = None
-        if config.hmc.notifications:
-            hosts_by_cpc: dict[str, list[str]] = {}
-            for name, host in config.hosts.items():
-                hosts_by_cpc.setdefault(host.cpc_object_id, []).append(name)
-            self.notifications = NotificationStream(
-                config.hmc,
-                self.pool,
-                self.jobs,
-                self.servicer.snapshots,
-                facts,
-                sizes,
-                hosts_by_cpc,
-                on_live=self._notifications_changed,
-                on_notification=self.metrics.notification,
-            )
+        if config.hmc.notifications and self.lease is None:
+            self.notifications = self._notification_stream()
         self._draining = False
         self._stopped = threading.Event()
+        # Wakes the HMC probe thread early: the backend became active, or stops.
+        self._wake_monitor = threading.Event()
         self._server: grpc.Server | None = None
         self._exporter: metrics_mod.Exporter | None = None
         self._monitor: threading.Thread | None = None
@@ -176,9 +181,76 @@ class Backend:
         self.pool.reachability.add_listener(lambda reachable: self._update_health())
         self.metrics.watch(self.pool, self.serving_hosts, self._notifications_live, self.feed)
 
+    def _notification_stream(self) -> NotificationStream:
+        hosts_by_cpc: dict[str, list[str]] = {}
+        for name, host in self.config.hosts.items():
+            hosts_by_cpc.setdefault(host.cpc_object_id, []).append(name)
+        return NotificationStream(
+            self.config.hmc,
+            self.pool,
+            self.jobs,
+            self.servicer.snapshots,
+            self._facts,
+            self._sizes,
+            hosts_by_cpc,
+            on_live=self._notifications_changed,
+            on_notification=self.metrics.notification,
+            may_connect=self._may_use_hmc,
+        )
+
+    def _may_use_hmc(self) -> bool:
+        """Whether this backend may send HMC requests: it holds the HMC's lease, or needs none."""
+        return self.lease is None or self.lease.valid()
+
     def _notifications_live(self) -> bool | None:
         """Whether the HMC's notifications flow; None when they are off."""
-        return None if self.notifications is None else self.notifications.live
+        if not self.config.hmc.notifications:
+            return None
+        stream = self.notifications
+        return stream is not None and stream.live
+
+    def _became_active(self) -> None:
+        """The lock is ours: check the hosts at once, then serve; follow the notifications."""
+        self._checked.clear()
+        self._last_check = 0.0
+        if self.config.hmc.notifications and not self._draining:
+            stream = self._notification_stream()
+            self.notifications = stream
+            stream.start()
+        self._update_health()
+        self._wake_monitor.set()
+
+    def _became_standby(self) -> bool:
+        """The lease is lost: end streams, forget what may be stale, log off.
+
+        Every HMC request but logoffs is refused already (the gate). Returns
+        whether every operation ended (then the lock may be released).
+        """
+        self._update_health()
+        self._checked.clear()
+        self._last_check = 0.0
+        # Streams end with UNAVAILABLE: their clients go to the backend that serves now.
+        self.feed.reset('standby')
+        stream, self.notifications = self.notifications, None
+        if stream is not None:
+            stream.stop()
+        self.servicer.snapshots.set_live(set())
+        self.servicer.snapshots.clear()
+        self._facts.clear()
+        self._sizes.clear()
+        # Probed and read again once active: the HMC may be upgraded or gone meanwhile.
+        self.pool.reachability.forget()
+        self.pool.forget_dialect()
+        self._update_health()
+        idle = self.servicer.slots.wait_idle(HALT_WAIT)
+        if not idle:
+            LOG.warning(
+                '%d operations still wait for an HMC reply; the lock is left to expire',
+                self.servicer.slots.in_use(),
+            )
+        logged_off = self.pool.log_off_idle()
+        LOG.info('STANDBY: logged off %d HMC sessions', logged_off)
+        return idle
 
     def _notifications_changed(self, live: bool) -> None:
         self.feed.notifications = live
@@ -193,6 +265,8 @@ class Backend:
         """Why a host is not served now, or None: its health status, in words (ListHosts)."""
         if self._draining:
             return 'the backend is shutting down'
+        if self.lease is not None and not self.lease.valid():
+            return f'this backend is a standby: {self.lease.why_not()}'
         if not self.pool.reachability.reachable:
             return (
                 'the HMC does not answer (the backend probes it every '
@@ -206,8 +280,8 @@ class Backend:
         return None
 
     def serving(self) -> bool:
-        """Whether the service as a whole is SERVING: the HMC answers, no drain."""
-        return self.pool.reachability.reachable and not self._draining
+        """Whether the service as a whole is SERVING: the HMC answers, no drain, the lease."""
+        return self.pool.reachability.reachable and not self._draining and self._may_use_hmc()
 
     def serving_hosts(self) -> dict[str, bool]:
         """Whether each host is SERVING: the service is, and the host passed its checks."""
@@ -242,6 +316,8 @@ class Backend:
             # The HMC is not answering: the checks run again when it is.
             LOG.warning('Could not check the hosts: %s', type(exc).__name__)
             outcomes = {}
+        if not self._may_use_hmc():
+            return  # the lease lapsed meanwhile: the checks run again when it is held
         for name, outcome in outcomes.items():
             self._record(self.hosts[name], outcome)
         self._last_check = time.monotonic()
@@ -369,6 +445,8 @@ class Backend:
 
     def start(self) -> None:
         gid = self._socket_gid()
+        if self.lease is not None:
+            self.lease.load()
         self._start_exporter()
         try:
             self._start_server(gid)
@@ -393,6 +471,11 @@ class Backend:
         if self.config.tokens:
             checker = auth.TokenChecker(self.config.tokens, set(self.config.hosts))
             server_interceptors.append(auth.TokenInterceptor(checker, SERVICE_NAME))
+        if self.lease is not None:
+            lease = self.lease
+            server_interceptors.append(
+                standby.StandbyInterceptor(lease.valid, lease.why_not, SERVICE_NAME)
+            )
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix='grpc'),
             interceptors=server_interceptors,
@@ -412,6 +495,8 @@ class Backend:
         self._monitor.start()
         if self.notifications is not None:
             self.notifications.start()
+        if self.lease is not None:
+            self.lease.start()
         LOG.info('Serving DPMHost for hosts %s on %s', ', '.join(self.hosts), self.address)
 
     def _watch_hmc(self) -> None:
@@ -422,14 +507,20 @@ class Backend:
         may be configured).
         """
         while not self._stopped.is_set():
-            if not self.pool.reachability.reachable and self.pool.probe():
-                self.pool.reachability.set(True)
-            unchecked = len(self._checked) < len(self.hosts)
-            first = self._last_check == 0.0
-            due = time.monotonic() - self._last_check >= RECHECK_INTERVAL
-            if self.pool.reachability.reachable and unchecked and (first or due):
-                self.check_hosts()
-            self._stopped.wait(self.config.hmc.probe_interval)
+            self._wake_monitor.clear()
+            # A standby makes no HMC request: it probes and checks once it is active.
+            if self._may_use_hmc():
+                self._probe_and_check()
+            self._wake_monitor.wait(self.config.hmc.probe_interval)
+
+    def _probe_and_check(self) -> None:
+        if not self.pool.reachability.reachable and self.pool.probe():
+            self.pool.reachability.set(True)
+        unchecked = len(self._checked) < len(self.hosts)
+        first = self._last_check == 0.0
+        due = time.monotonic() - self._last_check >= RECHECK_INTERVAL
+        if self.pool.reachability.reachable and unchecked and (first or due):
+            self.check_hosts()
 
     def stop(self, grace: float | None = None) -> None:
         """Drain, then halt: no HMC request after the grace period but logoffs.
@@ -444,8 +535,12 @@ class Backend:
         if self._server is None:
             return
         self._draining = True
+        if self.lease is not None:
+            # A held lock is refreshed until the operations in flight have ended.
+            self.lease.retire()
         self._update_health()
         self._stopped.set()
+        self._wake_monitor.set()
         # Streams end now, with UNAVAILABLE: their clients go to another backend.
         self.feed.close()
         grace = self.config.grace_period if grace is None else grace
@@ -463,6 +558,10 @@ class Backend:
             self._monitor.join(HALT_WAIT)
         if self.notifications is not None:
             self.notifications.stop()
+        if self.lease is not None:
+            # A standby takes over now, not when the lease expires (unless an
+            # operation may still get an HMC reply).
+            self.lease.stop(release=self.servicer.slots.in_use() == 0)
         logged_off = self.pool.close()
         if self.config.listen.unix_path and self._socket_id is not None:
             self._remove_socket(self.config.listen.unix_path)

@@ -343,6 +343,10 @@ class DPMHostServicer(pb_grpc.DPMHostServicer):
                 elif watcher.ended:
                     if watcher.reason == 'too slow':
                         error = errors.watcher_too_slow(watcher.host, self.feed.buffer)
+                    elif watcher.reason == 'standby':
+                        error = errors.backend_standby(
+                            'watch instances', 'it lost the lease of the HMC lock'
+                        )
                     else:
                         error = errors.backend_stopping('watch instances')
                     LOG.info('WatchInstances for host %r ends: %s', watcher.host, error.code.name)

@@ -75,7 +75,7 @@ class Watcher:
         self.current = current
         self._changes: queue.Queue[Change] = queue.Queue(maxsize=size)
         self._ended = threading.Event()
-        # Why the stream must end: 'too slow' or 'closing'.
+        # Why the stream must end: 'too slow', 'standby' or 'closing'.
         self.reason = ''
 
     def offer(self, change: Change) -> bool:
@@ -197,6 +197,21 @@ class InstanceFeed:
     def watching(self) -> int:
         with self._lock:
             return sum(len(w) for w in self._watchers.values())
+
+    def reset(self, reason: str) -> None:
+        """End every stream with ``reason`` and forget every state: what the backend knew
+        may be stale by the time it serves again (another backend served meanwhile).
+
+        Streams opened later start from the next snapshot, under a new epoch.
+        """
+        with self._lock:
+            watchers = [w for ws in self._watchers.values() for w in ws]
+            for ws in self._watchers.values():
+                ws.clear()
+            self._states.clear()
+            self.epoch = uuid.uuid4().hex
+        for watcher in watchers:
+            watcher.end(reason)
 
     def close(self) -> None:
         """End every stream (the backend stops)."""

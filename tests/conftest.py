@@ -27,6 +27,7 @@ from dpmtest import load_config
 from dpmtest import pristine
 from dpmtest import simulator
 from dpmtest import write_config
+from etcd import Etcd
 
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
 from dpm_backend.server import Backend
@@ -85,3 +86,12 @@ def backend_factory(tmp_path: Path, hmc_sim) -> Iterator:
 @pytest.fixture
 def running(backend_factory) -> RunningBackend:
     return backend_factory()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    """An etcd of the test's own on loopback (tests/etcd.py): the coordination service."""
+    server = Etcd(tmp_path / 'etcd')
+    server.start()
+    yield server
+    server.kill()

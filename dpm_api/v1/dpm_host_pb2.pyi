@@ -34,6 +34,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_HOST_NOT_READY: _ClassVar[ErrorReason]
     ERROR_REASON_PARTITION_RUNNING: _ClassVar[ErrorReason]
     ERROR_REASON_WATCHER_TOO_SLOW: _ClassVar[ErrorReason]
+    ERROR_REASON_BACKEND_STANDBY: _ClassVar[ErrorReason]
 
 class PowerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -78,6 +79,7 @@ ERROR_REASON_PARTITION_NOT_STARTED: ErrorReason
 ERROR_REASON_HOST_NOT_READY: ErrorReason
 ERROR_REASON_PARTITION_RUNNING: ErrorReason
 ERROR_REASON_WATCHER_TOO_SLOW: ErrorReason
+ERROR_REASON_BACKEND_STANDBY: ErrorReason
 POWER_STATE_UNSPECIFIED: PowerState
 POWER_STATE_RUNNING: PowerState
 POWER_STATE_SHUTDOWN: PowerState
