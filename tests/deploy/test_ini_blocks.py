@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_SECTIONS = {'Unit', 'Service', 'Install'}
 # Directives the project's drop-ins use; anything else in a [Service] block is a mistake.
 SYSTEMD_DIRECTIVES = {'LoadCredential', 'SupplementaryGroups', 'Environment'}
-BACKEND_SECTIONS = {'hmc', 'backend'}
+BACKEND_SECTIONS = {'hmc', 'backend', 'coordination'}
 
 
 def _markdown_blocks(path: Path) -> list[str]:
