@@ -13,7 +13,8 @@ broker's port). Measured once the backend's notifications are live:
   the bench, then one with the snapshots and CPC facts made older than
   ``[hmc] cpc_cache_ttl`` (rig.age_caches; nothing in the backend is shortened);
 - the latency of a change: from the moment the HMC changed a partition's
-  status to the CHANGE a WatchInstances client receives, for the three ways
+  status to the CHANGE a WatchInstances client receives (and to the Nova
+  driver's lifecycle event where the power state changed), for the three ways
   a status changes outside the backend: an API request of another session
   (Start/Stop Partition: starting, stopping), the end of that request's job
   (active, stopped), and the guest or an operator outside the API
@@ -26,8 +27,9 @@ The moment a job ended is read in this process from the served simulator
 (``job_ends``: it watches ``dpm_hmc_sim.operations.finish_job``, which the
 simulator calls when a Start/Stop job's time has come; nothing changes in how
 it runs). The quick run counts (a few changes, short jobs, no timing judged).
-The stream is measured to the client of WatchInstances: the Nova driver has
-no thread turning the stream into lifecycle events yet.
+Changes are measured to a WatchInstances client and to the Nova lifecycle
+event the driver emits (dpm_frontend.events, ``[dpm]
+lifecycle_stopped_event_delay`` 0).
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ CYCLE = (
     ('stop', 'request', 'stopping'),
     ('stop', 'job', 'stopped'),
 )
+# The Nova lifecycle event the driver emits for a status of CYCLE, where the power
+# state changes (dpm_frontend.events: starting and stopping have none, stopped
+# after paused is no change).
+DRIVER_EVENTS = {'active': 'STARTED', 'paused': 'STOPPED'}
 POWER_OPERATIONS = ('power_on', 'power_off')
 # Backend options of each mode of the PowerOn/PowerOff runs.
 MODES = {'notifications': {}, 'polling': {'hmc': {'notifications': 'false'}}}
@@ -170,6 +176,12 @@ def power_sync(running, client, sizes=(0, 20), repeats: int = 1) -> dict:
     barrier = _foreign_partition(running.served, inventory['cpc'])
     age = max(running.backend.config.hmc.cpc_cache_ttl, SNAPSHOT_MAX_AGE)
     age += RESOURCE_TRACKER_INTERVAL
+    # The first cycle that finds them older than cpc_cache_ttl reads the CPC facts
+    # read before the notifications flowed (at the hosts' checks) once more.
+    rig_mod.age_caches(running.backend, age)
+    refresh = running.measure(
+        functools.partial(scenarios._sync_all, running, names, []), expire=False
+    ).hmc
     instances: list = []
     seeded = 0
     for size in sizes:
@@ -199,7 +211,14 @@ def power_sync(running, client, sizes=(0, 20), repeats: int = 1) -> dict:
                 'by_class': _merged(m.hmc for m in measured),
                 'by_class_first': first.hmc.as_dict()['by_class'],
             }
-    return {'aged_s': age, 'groups': results}
+    return {
+        'aged_s': age,
+        'facts_read_before_live': {
+            'requests': refresh.total,
+            'by_class': refresh.as_dict()['by_class'],
+        },
+        'groups': results,
+    }
 
 
 def _merged(counts) -> dict:
@@ -269,6 +288,45 @@ class Stream:
         self._channel.close()
 
 
+class DriverEvents:
+    """A DPMDriver of the host following its backend's stream as nova-compute's does.
+
+    Started as the compute service starts it (init_host, then Nova's listener),
+    with ``[dpm] lifecycle_stopped_event_delay`` 0: a STOPPED is not held back.
+    Each lifecycle event it emits is kept with the time it came.
+    """
+
+    def __init__(self, host: str) -> None:
+        conf, _, _, _, _, _ = rig_mod.nova()
+        conf.set_override('lifecycle_stopped_event_delay', 0, group='dpm')
+        try:
+            self.driver = rig_mod.host_driver(host)
+        finally:
+            conf.clear_override('lifecycle_stopped_event_delay', group='dpm')
+        self._host = host
+        self._events: queue.Queue = queue.Queue()
+        self.driver.init_host(host)
+        self.driver.register_event_listener(lambda event: self._events.put((time.time(), event)))
+
+    def arrival(self, instance_uuid: str, transition: str, timeout: float) -> float | None:
+        """When the driver emitted ``transition`` (STARTED, STOPPED) for the instance."""
+        from nova.virt import event as virtevent
+
+        wanted = getattr(virtevent, f'EVENT_LIFECYCLE_{transition}')
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                arrived, event = self._events.get(timeout=max(end - time.monotonic(), 0.0))
+            except queue.Empty:
+                return None
+            # Other instances of the host: their current state when the stream opened.
+            if event.uuid == instance_uuid and event.transition == wanted:
+                return arrived
+
+    def close(self) -> None:
+        self.driver.cleanup_host(self._host)
+
+
 def _post_time(records, operation: str) -> float | None:
     """When the HMC answered the Start or Stop Partition request among ``records``."""
     suffix = f'/operations/{operation}'
@@ -301,7 +359,7 @@ def event_latency(
     cycles: int = CYCLES,
     job_seconds: float = EVENT_JOB_SECONDS,
 ) -> dict:
-    """Seconds from a status change on the HMC to its CHANGE on a WatchInstances stream.
+    """Seconds from a status change on the HMC to its CHANGE on a stream, and to the driver.
 
     A new instance of the first host (prepared by the driver: its partition
     exists, stopped; the ListInstances Nova makes after a boot reads it into
@@ -310,8 +368,10 @@ def event_latency(
     pauses it (paused), ``client`` stops it (stopping, stopped). The simulator
     answers each request after ``latency``. The moment of a change: the
     record of the request's answer, the end of the job (``job_ends``), just
-    before ``guest_status`` was called. Also counted: the HMC requests the
-    backend made meanwhile (at its seam: none expected).
+    before ``guest_status`` was called. Measured to a WatchInstances client
+    of this process and to the lifecycle event a DPMDriver of the host emits
+    (DriverEvents: its own stream, as nova-compute's). Also counted: the HMC
+    requests the backend made meanwhile (at its seam: none expected).
     """
     from dpm_backend import naming
 
@@ -326,9 +386,15 @@ def event_latency(
     name = naming.partition_name(host, instance.uuid)
     partition = client.cpcs.resource_object(running.inventory['cpc']).partitions.find(name=name)
     sim.configure(start_seconds=job_seconds, stop_seconds=job_seconds, latency=latency)
+    emitted: dict[str, list[float]] = {DRIVER_EVENTS[status]: [] for status in DRIVER_EVENTS}
+    missed_events: list[str] = []
+    lifecycle = DriverEvents(host)
     stream = Stream(running.address, host)
     try:
         stream.next(CHANGE_TIMEOUT)  # the current state
+        # The driver's first events: the current state (this instance stopped).
+        if lifecycle.arrival(instance.uuid, 'STOPPED', CHANGE_TIMEOUT) is None:
+            missed_events.append('current state STOPPED')
         running.meter.reset()
         for _ in range(cycles):
             job_uri = ''
@@ -348,9 +414,17 @@ def event_latency(
                     missed.append(f'{action} {status}')
                     continue
                 samples[source].append(arrived - changed)
+                transition = DRIVER_EVENTS.get(status)
+                if transition is not None:
+                    event = lifecycle.arrival(instance.uuid, transition, CHANGE_TIMEOUT)
+                    if event is None:
+                        missed_events.append(f'{action} {status} {transition}')
+                    else:
+                        emitted[transition].append(event - changed)
         backend_requests = running.meter.take().total
     finally:
         stream.close()
+        lifecycle.close()
         sim.configure(start_seconds=0, stop_seconds=0, latency=0)
     driver.destroy(None, instance, None)
     every = [v for values in samples.values() for v in values]
@@ -364,6 +438,15 @@ def event_latency(
         'backend_requests': backend_requests,
         'by_source': {source: _ms(values) for source, values in samples.items()},
         'all': _ms(every),
+        # To the lifecycle event the Nova driver emits (STARTED at active: the job's
+        # end; STOPPED at paused: the guest), STOPPED not held back.
+        'driver': {
+            'stopped_delay_s': 0,
+            'events': sum(len(values) for values in emitted.values()),
+            'missed': missed_events,
+            'by_event': {transition: _ms(values) for transition, values in emitted.items()},
+            'all': _ms([v for values in emitted.values() for v in values]),
+        },
     }
 
 

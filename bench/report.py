@@ -309,6 +309,16 @@ def _events_sync(profiles: dict) -> list[str]:
                     text += f' vs {_n(old["requests"])} / {_n(old["facts_expired"])}'
                 cells.append(text)
             lines.append(f'| {profile} | {entry["hosts"]} | ' + ' | '.join(cells) + ' |')
+    refresh = ', '.join(
+        f'{profile}: {data["events"]["power_sync"]["facts_read_before_live"]["requests"]}'
+        for profile, data in profiles.items()
+    )
+    lines += [
+        '',
+        'Once after the notifications went live, the first cycle that finds them older than '
+        "`cpc_cache_ttl` reads the CPC facts read before (at the hosts' checks) again: "
+        f'{refresh} HMC requests.',
+    ]
     return lines
 
 
@@ -324,9 +334,8 @@ def _events_latency(profiles: dict) -> list[str]:
         '',
         "p50 / p99 by what changed the status: another session's Start/Stop Partition "
         "(starting, stopping: from the HMC's answer), the end of its job (active, stopped), "
-        'the guest (paused: `guest_status`); all: p50 / p99 / max. Measured to the stream '
-        'client: the Nova driver does not turn the stream into lifecycle events yet. Backend '
-        'requests: what the backend sent the HMC meanwhile.',
+        'the guest (paused: `guest_status`); all: p50 / p99 / max. Backend requests: what '
+        'the backend sent the HMC meanwhile.',
         '',
         '| HMC | latency ms | changes | request | job end | guest | all | backend requests '
         '| missed |',
@@ -340,6 +349,28 @@ def _events_latency(profiles: dict) -> list[str]:
                 f'| {profile} | {latency} | {entry["changes"]} | {_p(by["request"])} | '
                 f'{_p(by["job"])} | {_p(by["guest"])} | {_p(every)} / {_n(every["max_ms"])} | '
                 f'{entry["backend_requests"]} | {len(entry["missed"])} |'
+            )
+    lines += [
+        '',
+        "### The same changes to the Nova driver's lifecycle event (ms)",
+        '',
+        'A DPMDriver of the host started as nova-compute starts it (init_host, then '
+        "Nova's listener) follows its own stream and emits STARTED when the partition "
+        "turns active (the job's end) and STOPPED when it is paused (the guest); "
+        '`[dpm] lifecycle_stopped_event_delay` 0. p50 / p99; all: p50 / p99 / max.',
+        '',
+        '| HMC | latency ms | events | STARTED (job end) | STOPPED (guest) | all | missed |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for profile, data in profiles.items():
+        for latency, entry in data['events']['latency'].items():
+            driver = entry['driver']
+            by = driver['by_event']
+            every = driver['all']
+            lines.append(
+                f'| {profile} | {latency} | {driver["events"]} | {_p(by["STARTED"])} | '
+                f'{_p(by["STOPPED"])} | {_p(every)} / {_n(every["max_ms"])} | '
+                f'{len(driver["missed"])} |'
             )
     return lines
 

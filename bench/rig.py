@@ -330,6 +330,8 @@ def age_caches(backend, seconds: float) -> None:
             for cpc, facts in cache._facts.items():
                 older = facts.fetched_at - seconds
                 cache._facts[cpc] = dataclasses.replace(facts, fetched_at=older)
+            # Since when notifications keep the facts: as long ago, by as much more.
+            cache._live_since -= seconds
 
 
 def wait_until_live(backend, timeout: float = 30.0) -> None:

@@ -12,7 +12,8 @@ between two hosts of one CPC on each path and a cold migration from a z13
 host to a z14 host, each step counted (budgets: bench/run.py move_budget).
 HMC notifications (bench/events.py, the simulator's STOMP broker on): no
 request per power-sync cycle while they flow, every status change made on the
-HMC streamed without a request, one check per job a notification woke.
+HMC streamed without a request and turned into the driver's lifecycle event,
+one check per job a notification woke.
 """
 
 from __future__ import annotations
@@ -698,25 +699,26 @@ def test_a_power_sync_cycle_costs_nothing_while_notifications_are_live(results):
 
 
 def test_the_first_cycle_after_partitions_appeared_reads_them_once(results):
-    """After going live the CPC facts are read once; partitions of a served host created
-    behind the backend make one List Partitions, and below 2.16 one GET per partition for
-    its sizes (2.16 lists them); foreign ones cost nothing."""
+    """Partitions of a served host created behind the backend make one List Partitions,
+    and below 2.16 one GET per partition for its sizes (2.16 lists them); foreign ones
+    cost nothing. The CPC facts read before the notifications flowed are read once more
+    when they are older than cpc_cache_ttl, never again."""
+    sizes_get = 'GET /api/partitions/{id}'
     expected = {
-        '2.14.1': {'0': {'GET /api/cpcs/{id}': 1}, '20': {LIST: 1, 'GET /api/partitions/{id}': 10}},
-        '2.15.0': {'0': {'GET /api/cpcs/{id}': 1}, '20': {LIST: 1, 'GET /api/partitions/{id}': 10}},
-        '2.16.0': {
-            '0': {'GET /api/cpcs/{id}?properties': 1},
-            '20': {f'{LIST}?additional-properties': 1},
-        },
+        '2.14.1': ({'GET /api/cpcs/{id}': 1}, {LIST: 1, sizes_get: 10}),
+        '2.15.0': ({'GET /api/cpcs/{id}': 1}, {LIST: 1, sizes_get: 10}),
+        '2.16.0': ({'GET /api/cpcs/{id}?properties': 1}, {f'{LIST}?additional-properties': 1}),
     }
     for profile, data in _events(results):
+        facts, first = expected[profile]
+        assert data['power_sync']['facts_read_before_live']['by_class'] == facts, profile
         sizes = data['power_sync']['groups']['8_hosts']['sizes']
-        first = {size: cell['by_class_first'] for size, cell in sizes.items()}
-        assert first == expected[profile], profile
+        assert sizes['0']['by_class_first'] == {}, profile
+        assert sizes['20']['by_class_first'] == first, profile
         assert data['power_sync']['groups']['1_host']['sizes']['20']['first'] is None
 
 
-def test_every_status_change_on_the_hmc_reaches_the_stream_without_a_request(results):
+def test_every_status_change_on_the_hmc_reaches_the_stream_and_the_driver(results):
     cycles = run.events.QUICK_CYCLES
     for profile, data in _events(results):
         assert set(data['latency']) == {'0'}, profile  # no latency in the quick run
@@ -726,6 +728,11 @@ def test_every_status_change_on_the_hmc_reaches_the_stream_without_a_request(res
         assert samples == {'request': 2 * cycles, 'job': 2 * cycles, 'guest': cycles}
         assert changes['missed'] == changes['unexpected'] == [], profile
         assert changes['backend_requests'] == 0, profile
+        # The driver's lifecycle events: STARTED at active, STOPPED at paused.
+        driver = changes['driver']
+        assert (driver['events'], driver['missed']) == (2 * cycles, []), (profile, driver)
+        events = {transition: e['samples'] for transition, e in driver['by_event'].items()}
+        assert events == {'STARTED': cycles, 'STOPPED': cycles}, profile
 
 
 def test_a_notified_job_wait_checks_the_job_once(results):
@@ -755,7 +762,7 @@ def test_the_notification_targets_are_met_and_tabled(results):
     text = report.table(results)
     assert '## HMC notifications' in text
     # Live: 0 / 0 [first] vs the power-sync table's snapshots expired / CPC facts expired.
-    assert '| 2.15.0 | 8 | 0 / 0 [1] vs 1 / 2 | 0 / 0 [11] vs 1 / 2 |' in text
+    assert '| 2.15.0 | 8 | 0 / 0 [0] vs 1 / 2 | 0 / 0 [11] vs 1 / 2 |' in text
     assert '| 2.16.0 | 1 | 0 / 0 vs 1 / 2 | 0 / 0 vs 1 / 2 |' in text
 
 
@@ -814,6 +821,7 @@ def _made_up_events(beyond: float) -> dict:
         'reconnects': 0,
         'power_sync': {
             'aged_s': 360,
+            'facts_read_before_live': {'requests': 1, 'by_class': {}},
             'groups': {
                 '1_host': {'hosts': 1, 'sizes': {'0': dict(cell, first=None)}},
                 '8_hosts': {'hosts': 8, 'sizes': {'0': dict(cell)}},
@@ -828,6 +836,13 @@ def _made_up_events(beyond: float) -> dict:
                 'backend_requests': 0,
                 'by_source': {'request': stats, 'job': stats, 'guest': stats},
                 'all': stats,
+                'driver': {
+                    'stopped_delay_s': 0,
+                    'events': 100,
+                    'missed': [],
+                    'by_event': {'STARTED': stats, 'STOPPED': stats},
+                    'all': stats,
+                },
             }
         },
         'power': {
@@ -851,6 +866,8 @@ def test_the_full_runs_notification_timings_are_judged_and_tabled():
     results = {'profiles': {'2.15.0': {'events': data}}}
     text = '\n'.join(report._events(results))
     assert '| 2.15.0 | 20 | 250 | 1.5 / 3 | 1.5 / 3 | 1.5 / 3 | 1.5 / 3 / 4 | 0 | 0 |' in text
+    assert '| 2.15.0 | 20 | 100 | 1.5 / 3 | 1.5 / 3 | 1.5 / 3 / 4 | 0 |' in text
+    assert 'reads the CPC facts read before' in text and '2.15.0: 1 HMC requests' in text
     assert (
         '| 2.15.0 | notifications | power_on | 0.070 / 0.070 | 0.070, 0.070 | 0.030, 0.030 | '
         '1, 1 | 0.000, 0.000 |'
@@ -859,7 +876,7 @@ def test_the_full_runs_notification_timings_are_judged_and_tabled():
     # A late wake, a request per cycle, a missed change, a polled job: each judged.
     data = _made_up_events(0.15)
     data['power_sync']['groups']['8_hosts']['sizes']['0']['aged'] = 1
-    data['latency']['20']['missed'] = ['stop stopped']
+    data['latency']['20']['driver']['missed'] = ['guest paused STOPPED']
     data['power']['modes']['notifications']['power_on']['job_checks'] = [1, 2]
     judged = run.events_targets('2.15.0', data)
     assert [name for name, t in judged.items() if not t['met']] == [
