@@ -269,6 +269,159 @@ def _power_sync(results: dict) -> list[str]:
     return lines
 
 
+def _events_sync(profiles: dict) -> list[str]:
+    sizes = sorted(
+        {
+            int(size)
+            for data in profiles.values()
+            for entry in data['events']['power_sync']['groups'].values()
+            for size in entry['sizes']
+        }
+    )
+    aged = next(iter(profiles.values()))['events']['power_sync']['aged_s']
+    lines = [
+        '### Power-sync cycle: HMC requests per cycle, notifications live vs without',
+        '',
+        'The cycle of the power-sync table, on one backend serving 8 hosts (1 host: the '
+        'cycle of one of them), partitions created behind it by another HMC session. Cells: '
+        f'with notifications: as they come / aged {aged:g} s (snapshots and CPC facts made '
+        'that much older: past `cpc_cache_ttl`) [first cycle of all hosts after the '
+        "partitions appeared]; without: the power-sync table's snapshots expired / CPC facts "
+        'expired.',
+        '',
+        '| HMC | hosts | ' + ' | '.join(f'+{s} partitions' for s in sizes) + ' |',
+        '|---|---' + '|---' * len(sizes) + '|',
+    ]
+    for profile, data in profiles.items():
+        without = data.get('power_sync', {})
+        for label, entry in data['events']['power_sync']['groups'].items():
+            cells = []
+            for size in sizes:
+                cell = entry['sizes'].get(str(size))
+                if cell is None:
+                    cells.append('-')
+                    continue
+                text = f'{_n(cell["requests"])} / {_n(cell["aged"])}'
+                if cell['first'] is not None:
+                    text += f' [{_n(cell["first"])}]'
+                old = without.get(label, {}).get('sizes', {}).get(str(size))
+                if old is not None:
+                    text += f' vs {_n(old["requests"])} / {_n(old["facts_expired"])}'
+                cells.append(text)
+            lines.append(f'| {profile} | {entry["hosts"]} | ' + ' | '.join(cells) + ' |')
+    refresh = ', '.join(
+        f'{profile}: {data["events"]["power_sync"]["facts_read_before_live"]["requests"]}'
+        for profile, data in profiles.items()
+    )
+    lines += [
+        '',
+        'Once after the notifications went live, the first cycle that finds them older than '
+        "`cpc_cache_ttl` reads the CPC facts read before (at the hosts' checks) again: "
+        f'{refresh} HMC requests.',
+    ]
+    return lines
+
+
+def _p(stats: dict) -> str:
+    if not stats['samples']:
+        return '-'
+    return f'{stats["p50_ms"]:g} / {stats["p99_ms"]:g}'
+
+
+def _events_latency(profiles: dict) -> list[str]:
+    lines = [
+        '### A status change on the HMC to its CHANGE on a WatchInstances client (ms)',
+        '',
+        "p50 / p99 by what changed the status: another session's Start/Stop Partition "
+        "(starting, stopping: from the HMC's answer), the end of its job (active, stopped), "
+        'the guest (paused: `guest_status`); all: p50 / p99 / max. Backend requests: what '
+        'the backend sent the HMC meanwhile.',
+        '',
+        '| HMC | latency ms | changes | request | job end | guest | all | backend requests '
+        '| missed |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
+    for profile, data in profiles.items():
+        for latency, entry in data['events']['latency'].items():
+            by = entry['by_source']
+            every = entry['all']
+            lines.append(
+                f'| {profile} | {latency} | {entry["changes"]} | {_p(by["request"])} | '
+                f'{_p(by["job"])} | {_p(by["guest"])} | {_p(every)} / {_n(every["max_ms"])} | '
+                f'{entry["backend_requests"]} | {len(entry["missed"])} |'
+            )
+    lines += [
+        '',
+        "### The same changes to the Nova driver's lifecycle event (ms)",
+        '',
+        'A DPMDriver of the host started as nova-compute starts it (init_host, then '
+        "Nova's listener) follows its own stream and emits STARTED when the partition "
+        "turns active (the job's end) and STOPPED when it is paused (the guest); "
+        '`[dpm] lifecycle_stopped_event_delay` 0. p50 / p99; all: p50 / p99 / max.',
+        '',
+        '| HMC | latency ms | events | STARTED (job end) | STOPPED (guest) | all | missed |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for profile, data in profiles.items():
+        for latency, entry in data['events']['latency'].items():
+            driver = entry['driver']
+            by = driver['by_event']
+            every = driver['all']
+            lines.append(
+                f'| {profile} | {latency} | {driver["events"]} | {_p(by["STARTED"])} | '
+                f'{_p(by["STOPPED"])} | {_p(every)} / {_n(every["max_ms"])} | '
+                f'{len(driver["missed"])} |'
+            )
+    return lines
+
+
+def _events_power(profiles: dict) -> list[str]:
+    first = next(iter(profiles.values()))['events']['power']
+    lines = [
+        f'### PowerOn / PowerOff beyond their HMC job (jobs of {first["job_seconds"]:g} s, '
+        f'{first["latency_ms"]:g} ms per request, {first["repeats"]} runs)',
+        '',
+        "Seconds from the moment the simulator ended the job to the driver call's return "
+        "(median / max; per run); seen: from the job's end to the HMC's answer to the check "
+        'that found it ended; job status checks (GET /api/jobs/{id}) per run; GC: seconds '
+        'the bench process (simulator, backend and driver in one) spent collecting garbage '
+        'during the call. polling: `[hmc] notifications = false`, job polling at its '
+        'defaults (the first run of each kind meets a backend that has not timed one).',
+        '',
+        '| HMC | mode | operation | beyond the job s | per run s | seen s | job checks | GC s |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
+    for profile, data in profiles.items():
+        for mode, ops in data['events']['power']['modes'].items():
+            for op, m in ops.items():
+                runs = ', '.join(_s(v) for v in m['beyond_job_s'])
+                seen = ', '.join(_s(v) for v in m['checked_s'])
+                checks = ', '.join(str(c) for c in m['job_checks'])
+                pauses = ', '.join(_s(v) for v in m['gc_s'])
+                lines.append(
+                    f'| {profile} | {mode} | {op} | {_s(m["median_s"])} / {_s(m["max_s"])} | '
+                    f'{runs} | {seen} | {checks} | {pauses} |'
+                )
+    return lines
+
+
+def _events(results: dict) -> list[str]:
+    """HMC notifications: the power-sync cycle, change latency, job waits."""
+    profiles = {p: d for p, d in results['profiles'].items() if d.get('events')}
+    if not profiles:
+        return []
+    return [
+        "## HMC notifications (the simulator's STOMP broker on)",
+        '',
+        *_events_sync(profiles),
+        '',
+        *_events_latency(profiles),
+        '',
+        *_events_power(profiles),
+        '',
+    ]
+
+
 def _wait(results: dict) -> list[str]:
     rows = []
     for profile, data in results['profiles'].items():
@@ -400,6 +553,7 @@ def table(results: dict) -> str:
             lines += [*_storage_groups(profile, data), '']
     lines += _moves(results)
     lines += [*_power_sync(results), '']
+    lines += _events(results)
     wait = _wait(results)
     if wait:
         lines += [*wait, '']

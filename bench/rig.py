@@ -310,6 +310,39 @@ def expire_caches(backend, cpc_facts: bool = False) -> None:
             host._cpc_facts._facts.clear()
 
 
+def age_caches(backend, seconds: float) -> None:
+    """Make the partition snapshots and CPC facts ``seconds`` older; nothing is forgotten.
+
+    What ``seconds`` of idle time would do to them, without waiting it out
+    and without shortening a TTL: a cycle after that many seconds meets them
+    so old. Where notifications keep them current their age does not count;
+    without notifications it is the same as ``expire_caches(backend, True)``.
+    """
+    snapshots = backend.servicer.snapshots
+    with snapshots._lock:
+        for cpc, snapshot in snapshots._by_cpc.items():
+            snapshots._by_cpc[cpc] = dataclasses.replace(
+                snapshot, taken_at=snapshot.taken_at - seconds
+            )
+    caches = {id(host._cpc_facts): host._cpc_facts for host in backend.hosts.values()}
+    for cache in caches.values():
+        with cache._lock:
+            for cpc, facts in cache._facts.items():
+                older = facts.fetched_at - seconds
+                cache._facts[cpc] = dataclasses.replace(facts, fetched_at=older)
+            # Since when notifications keep the facts: as long ago, by as much more.
+            cache._live_since -= seconds
+
+
+def wait_until_live(backend, timeout: float = 30.0) -> None:
+    """The backend's HMC notifications flow: its snapshots are kept current from now on."""
+    end = time.monotonic() + timeout
+    while backend.notifications is None or not backend.notifications.live:
+        if time.monotonic() > end:
+            raise RuntimeError("the bench backend did not receive the simulator's notifications")
+        time.sleep(0.01)
+
+
 def wait_until_checked(backend, timeout: float = 30.0) -> None:
     """The start-up probe and host checks are done (they are not an operation's requests)."""
     end = time.monotonic() + timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench import events
 from bench import hmc as hmc_mod
 from bench import keys
 from bench import memory
@@ -16,6 +17,9 @@ FIRST_SPAWN_FIELDS = ('nics', 'vswitches', 'nic_gets', 'vswitch_gets', 'vswitch_
 SMALL = ('destroy', 'power_off', 'power_on', 'power_on_from_paused', 'reboot')
 # Seconds between the runs of Nova's resource tracker (update_resources_interval 0: 60 s).
 RESOURCE_TRACKER_INTERVAL = 60
+# Seconds a PowerOn/PowerOff may take beyond its HMC job while job-completion
+# notifications wake the wait.
+NOTIFIED_WAIT_S = 0.1
 
 # The storage-group path: HMC requests besides polling per operation (jobs end
 # at once, snapshots expired, the virtual switch known).
@@ -171,6 +175,7 @@ def profile_run(profile: str, quick: bool) -> dict:
     refused = hmc_mod.rejected(records)
     result['hmc_requests'] = len(records)
     result['rejected'] = {'count': len(refused), 'requests': hmc_mod.describe(refused)[:20]}
+    result['events'] = events.events(profile, quick)
     return result
 
 
@@ -396,6 +401,75 @@ def _sync_targets(profile: str, data: dict) -> dict:
     return {f'{profile} {name}': t for name, t in judged.items()}
 
 
+def events_targets(profile: str, data: dict) -> dict:
+    """HMC notifications: periodic reads free, every change streamed, job waits woken."""
+    judged = {}
+    cycles = {
+        f'{label} +{size}': (cell['requests'], cell['aged'])
+        for label, entry in data['power_sync']['groups'].items()
+        for size, cell in entry['sizes'].items()
+    }
+    seam = sum(
+        cell['seam'] + cell['rejected']
+        for entry in data['power_sync']['groups'].values()
+        for cell in entry['sizes'].values()
+    )
+    judged['events_sync_requests'] = _target(
+        not seam and all(cycle == (0, 0) for cycle in cycles.values()),
+        {key: f'{steady} / {aged}' for key, (steady, aged) in cycles.items()},
+        '0 HMC requests per power-sync cycle while notifications are live, as they come and '
+        'with snapshots and CPC facts aged past cpc_cache_ttl (steady / aged)',
+    )
+    streamed = {
+        f'{latency} ms': {
+            'changes': entry['changes'],
+            'missed': len(entry['missed']),
+            'driver_events': entry['driver']['events'],
+            'driver_missed': len(entry['driver']['missed']),
+            'backend_requests': entry['backend_requests'],
+        }
+        for latency, entry in data['latency'].items()
+    }
+    judged['events_every_change_streamed'] = _target(
+        all(
+            not e['missed'] and not e['driver_missed'] and not e['backend_requests']
+            for e in streamed.values()
+        ),
+        streamed,
+        'every status change made on the HMC reaches a WatchInstances client, and the Nova '
+        "driver's lifecycle event follows each power state change; the backend sends no HMC "
+        'request for them',
+    )
+    notified = data['power']['modes']['notifications']
+    checks = {op: notified[op]['job_checks'] for op in events.POWER_OPERATIONS}
+    judged['events_one_job_check'] = _target(
+        all(c == 1 for runs in checks.values() for c in runs)
+        and all(j == 1 for op in checks for j in notified[op]['jobs']),
+        checks,
+        '1 job status check per PowerOn/PowerOff: the job-completion notification wakes it',
+    )
+    if data['timed']:
+        waits = {
+            f'{mode} {op}': m['max_s']
+            for mode, ops in data['power']['modes'].items()
+            for op, m in ops.items()
+        }
+        judged['events_wait_after_job'] = _target(
+            all(
+                m['max_s'] is not None and m['max_s'] <= NOTIFIED_WAIT_S for m in notified.values()
+            ),
+            waits,
+            f'<= {NOTIFIED_WAIT_S} s from the end of its HMC job to the return of a PowerOn '
+            f'or PowerOff with notifications (every run; polling shown for comparison)',
+        )
+    judged['events_zero_rejected'] = _target(
+        data['rejected']['count'] == 0,
+        data['rejected']['count'],
+        'no HMC request answered with status >= 400',
+    )
+    return {f'{profile} {name}': t for name, t in judged.items()}
+
+
 def targets(results: dict) -> dict:
     judged = {}
     for profile, data in results['profiles'].items():
@@ -406,6 +480,8 @@ def targets(results: dict) -> dict:
         for name, move in data.get('moves', {}).items():
             judged.update(move_targets(profile, name, move))
         judged.update(_sync_targets(profile, data))
+        if data.get('events'):
+            judged.update(events_targets(profile, data['events']))
     hop = results.get('grpc_hop')
     if hop:
         spawn_hop = hop['operations']['spawn']

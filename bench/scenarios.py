@@ -408,6 +408,17 @@ def discovery_time(
 
 def _seed_partitions(running, owners: list[str], foreign: int) -> list:
     """Partitions created behind the backend: one per owner host, and foreign ones."""
+    instances, partitions = partitions_behind(owners, foreign)
+    hmc_mod.add_partitions(running.served, running.inventory['cpc'], partitions)
+    return instances
+
+
+def partitions_behind(owners: list[str], foreign: int) -> tuple[list, list[dict]]:
+    """The instances of the owner hosts' partitions, and every partition's properties.
+
+    One partition per owner host (every third stopped, the others active),
+    then ``foreign`` ones (another OpenStack's, other LPARs; all active).
+    """
     instances, partitions = [], []
     for index, host in enumerate(owners):
         instance = rig_mod.new_instance(host)
@@ -435,8 +446,7 @@ def _seed_partitions(running, owners: list[str], foreign: int) -> list:
                 'maximum-memory': 4096,
             }
         )
-    hmc_mod.add_partitions(running.served, running.inventory['cpc'], partitions)
-    return instances
+    return instances, partitions
 
 
 def _sync_cycle(running, host: str, instances) -> None:

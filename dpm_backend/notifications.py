@@ -366,7 +366,15 @@ class NotificationStream:
                 self._apply(item.headers, item.body)
             if current is None:
                 continue
-            if self._live:
+            if self._live and not current.receiver.is_connected():
+                # stomp.py marks a connection closed as soon as its reader meets the
+                # end; zhmcclient raises only at its next look, up to HEARTBEAT + 1 s
+                # later. Messages sent meanwhile are lost: stop trusting the snapshots
+                # now. Live again after the receiver thread has connected anew.
+                self._set_live(False, 'the STOMP connection closed')
+                # zhmcclient's error for it comes later: this said it already.
+                self._last_failure = zhmcclient.NotificationConnectionError.__name__
+            elif self._live:
                 self._check_session(current)
                 self._subscribe_missing(current)
             elif time.monotonic() >= reread_at and self._ready(current):

@@ -10,6 +10,10 @@ storage-group lifecycle on the z14 of 2.15.0 and 2.16.0; its budgets are
 explained in bench/run.py (SG_BUDGETS). Moves (bench/moves.py): a resize
 between two hosts of one CPC on each path and a cold migration from a z13
 host to a z14 host, each step counted (budgets: bench/run.py move_budget).
+HMC notifications (bench/events.py, the simulator's STOMP broker on): no
+request per power-sync cycle while they flow, every status change made on the
+HMC streamed without a request and turned into the driver's lifecycle event,
+one check per job a notification woke.
 """
 
 from __future__ import annotations
@@ -667,3 +671,217 @@ def test_the_move_tables_and_targets_show_the_seconds_and_what_failed():
     move['timing']['paths']['revert']['steps']['revert_destroy']['beyond_jobs_s'] = 0.6
     judged = run.move_targets('2.15.0', 'resize_vhba', move)
     assert not any(t['met'] for t in judged.values()), judged
+
+
+# --- HMC notifications (bench/events.py) ---------------------------------------------------
+
+
+LIST = 'GET /api/cpcs/{id}/partitions'
+
+
+def _events(results):
+    for profile, data in results['profiles'].items():
+        yield profile, data['events']
+
+
+def test_a_power_sync_cycle_costs_nothing_while_notifications_are_live(results):
+    """0 requests per cycle, as cycles come and with the caches older than cpc_cache_ttl."""
+    for profile, data in _events(results):
+        groups = data['power_sync']['groups']
+        assert set(groups) == {'1_host', '8_hosts'}
+        for label, entry in groups.items():
+            assert set(entry['sizes']) == {'0', '20'}, (profile, label)
+            for size, cell in entry['sizes'].items():
+                counts = {k: cell[k] for k in ('requests', 'aged', 'seam', 'rejected')}
+                assert counts == dict.fromkeys(counts, 0), (profile, label, size, cell)
+                assert cell['by_class'] == {}, (profile, label, size)
+        assert data['power_sync']['aged_s'] > run.DEFAULT_CPC_CACHE_TTL
+
+
+def test_the_first_cycle_after_partitions_appeared_reads_them_once(results):
+    """Partitions of a served host created behind the backend make one List Partitions,
+    and below 2.16 one GET per partition for its sizes (2.16 lists them); foreign ones
+    cost nothing. The CPC facts read before the notifications flowed are read once more
+    when they are older than cpc_cache_ttl, never again."""
+    sizes_get = 'GET /api/partitions/{id}'
+    expected = {
+        '2.14.1': ({'GET /api/cpcs/{id}': 1}, {LIST: 1, sizes_get: 10}),
+        '2.15.0': ({'GET /api/cpcs/{id}': 1}, {LIST: 1, sizes_get: 10}),
+        '2.16.0': ({'GET /api/cpcs/{id}?properties': 1}, {f'{LIST}?additional-properties': 1}),
+    }
+    for profile, data in _events(results):
+        facts, first = expected[profile]
+        assert data['power_sync']['facts_read_before_live']['by_class'] == facts, profile
+        sizes = data['power_sync']['groups']['8_hosts']['sizes']
+        assert sizes['0']['by_class_first'] == {}, profile
+        assert sizes['20']['by_class_first'] == first, profile
+        assert data['power_sync']['groups']['1_host']['sizes']['20']['first'] is None
+
+
+def test_every_status_change_on_the_hmc_reaches_the_stream_and_the_driver(results):
+    cycles = run.events.QUICK_CYCLES
+    for profile, data in _events(results):
+        assert set(data['latency']) == {'0'}, profile  # no latency in the quick run
+        changes = data['latency']['0']
+        assert changes['changes'] == len(run.events.CYCLE) * cycles, (profile, changes)
+        samples = {source: s['samples'] for source, s in changes['by_source'].items()}
+        assert samples == {'request': 2 * cycles, 'job': 2 * cycles, 'guest': cycles}
+        assert changes['missed'] == changes['unexpected'] == [], profile
+        assert changes['backend_requests'] == 0, profile
+        # The driver's lifecycle events: STARTED at active, STOPPED at paused.
+        driver = changes['driver']
+        assert (driver['events'], driver['missed']) == (2 * cycles, []), (profile, driver)
+        events = {transition: e['samples'] for transition, e in driver['by_event'].items()}
+        assert events == {'STARTED': cycles, 'STOPPED': cycles}, profile
+
+
+def test_a_notified_job_wait_checks_the_job_once(results):
+    """Jobs of 0.3 s: polled at the defaults they would be checked twice; woken, once."""
+    for profile, data in _events(results):
+        power = data['power']
+        assert set(power['modes']) == {'notifications'}, profile  # polling: the full run
+        assert power['job_seconds'] == run.events.QUICK_JOB_SECONDS
+        for op, m in power['modes']['notifications'].items():
+            assert (m['job_checks'], m['jobs']) == ([1], [1]), (profile, op, m)
+            # The partition looked up, Start/Stop, its status read after the job.
+            assert m['work'] == [3], (profile, op, m)
+            assert m['rejected'] == 0
+
+
+def test_the_notification_targets_are_met_and_tabled(results):
+    for profile, data in _events(results):
+        judged = run.events_targets(profile, data)
+        assert set(judged) == {
+            f'{profile} events_sync_requests',
+            f'{profile} events_every_change_streamed',
+            f'{profile} events_one_job_check',
+            f'{profile} events_zero_rejected',
+        }
+        assert all(t['met'] for t in judged.values()), judged
+        assert judged == {k: results['targets'][k] for k in judged}
+    text = report.table(results)
+    assert '## HMC notifications' in text
+    # Live: 0 / 0 [first] vs the power-sync table's snapshots expired / CPC facts expired.
+    assert '| 2.15.0 | 8 | 0 / 0 [0] vs 1 / 2 | 0 / 0 [11] vs 1 / 2 |' in text
+    assert '| 2.16.0 | 1 | 0 / 0 vs 1 / 2 | 0 / 0 vs 1 / 2 |' in text
+
+
+def test_aged_caches_are_read_again_without_notifications():
+    """rig.age_caches ages what the backend holds: a backend without notifications reads the
+    CPC and its partitions again (what the aged zero above is measured against)."""
+    profile = '2.15.0'
+    inventory = hmc_mod.inventory(hmc_mod.definition(profile), hmc_mod.VHBA_CPC)
+    with (
+        hmc_mod.simulator(profile) as served,
+        run.events.rig_mod.rig(served, inventory, [run.events.HostDef('aged')]) as running,
+    ):
+        driver = running.drivers['aged']
+
+        def read():
+            driver.get_available_resource('aged')
+
+        running.measure(read)
+        assert running.measure(read, expire=False).hmc.total == 0  # young
+        run.events.rig_mod.age_caches(running.backend, 3600)
+        aged = running.measure(read, expire=False).hmc
+        assert sorted(aged.by_class) == ['GET /api/cpcs/{id}', LIST], aged.by_class
+
+
+def _made_up_events(beyond: float) -> dict:
+    cell = {
+        'partitions_added': 0,
+        'instances': 0,
+        'first': 1,
+        'requests': 0,
+        'aged': 0,
+        'seam': 0,
+        'rejected': 0,
+        'by_class': {},
+        'by_class_first': {},
+    }
+    stats = {'samples': 50, 'p50_ms': 1.5, 'p99_ms': 3.0, 'max_ms': 4.0}
+
+    def power(checks: int, seconds: float) -> dict:
+        return {
+            'beyond_job_s': [seconds] * 2,
+            'median_s': seconds,
+            'max_s': seconds,
+            'checked_s': [0.03] * 2,
+            'gc_s': [0.0] * 2,
+            'job_checks': [checks] * 2,
+            'jobs': [1, 1],
+            'work': [3, 3],
+            'rpc_s': [1.1, 1.1],
+            'rejected': 0,
+        }
+
+    return {
+        'cpc': 'CPCZ13',
+        'timed': True,
+        'reconnects': 0,
+        'power_sync': {
+            'aged_s': 360,
+            'facts_read_before_live': {'requests': 1, 'by_class': {}},
+            'groups': {
+                '1_host': {'hosts': 1, 'sizes': {'0': dict(cell, first=None)}},
+                '8_hosts': {'hosts': 8, 'sizes': {'0': dict(cell)}},
+            },
+        },
+        'latency': {
+            '20': {
+                'latency_ms': 20.0,
+                'changes': 250,
+                'missed': [],
+                'unexpected': [],
+                'backend_requests': 0,
+                'by_source': {'request': stats, 'job': stats, 'guest': stats},
+                'all': stats,
+                'driver': {
+                    'stopped_delay_s': 0,
+                    'events': 100,
+                    'missed': [],
+                    'by_event': {'STARTED': stats, 'STOPPED': stats},
+                    'all': stats,
+                },
+            }
+        },
+        'power': {
+            'job_seconds': 1.0,
+            'latency_ms': 20.0,
+            'repeats': 2,
+            'modes': {
+                'notifications': {op: power(1, beyond) for op in ('power_on', 'power_off')},
+                'polling': {op: power(3, 0.25) for op in ('power_on', 'power_off')},
+            },
+        },
+        'hmc_requests': 100,
+        'rejected': {'count': 0, 'requests': []},
+    }
+
+
+def test_the_full_runs_notification_timings_are_judged_and_tabled():
+    data = _made_up_events(0.07)
+    judged = run.events_targets('2.15.0', data)
+    assert judged['2.15.0 events_wait_after_job']['met']
+    results = {'profiles': {'2.15.0': {'events': data}}}
+    text = '\n'.join(report._events(results))
+    assert '| 2.15.0 | 20 | 250 | 1.5 / 3 | 1.5 / 3 | 1.5 / 3 | 1.5 / 3 / 4 | 0 | 0 |' in text
+    assert '| 2.15.0 | 20 | 100 | 1.5 / 3 | 1.5 / 3 | 1.5 / 3 / 4 | 0 |' in text
+    assert 'reads the CPC facts read before' in text and '2.15.0: 1 HMC requests' in text
+    assert (
+        '| 2.15.0 | notifications | power_on | 0.070 / 0.070 | 0.070, 0.070 | 0.030, 0.030 | '
+        '1, 1 | 0.000, 0.000 |'
+    ) in text
+    assert '| 2.15.0 | polling | power_off | 0.250 / 0.250 | 0.250, 0.250 | 0.030, 0.030 |' in text
+    # A late wake, a request per cycle, a missed change, a polled job: each judged.
+    data = _made_up_events(0.15)
+    data['power_sync']['groups']['8_hosts']['sizes']['0']['aged'] = 1
+    data['latency']['20']['driver']['missed'] = ['guest paused STOPPED']
+    data['power']['modes']['notifications']['power_on']['job_checks'] = [1, 2]
+    judged = run.events_targets('2.15.0', data)
+    assert [name for name, t in judged.items() if not t['met']] == [
+        '2.15.0 events_sync_requests',
+        '2.15.0 events_every_change_streamed',
+        '2.15.0 events_one_job_check',
+        '2.15.0 events_wait_after_job',
+    ]

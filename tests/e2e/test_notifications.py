@@ -441,6 +441,22 @@ def test_a_broker_restart_loses_no_change_and_reads_fall_back_meanwhile(events, 
     assert events.log.requests == []
 
 
+def test_a_connection_the_broker_closed_ends_the_live_snapshots_at_once(events, hmc_sim):
+    snapshots = events.backend.servicer.snapshots
+    z13 = INVENTORY['z13']
+    assert snapshots.is_live(z13)
+    hmc_sim.broker.stop()
+    try:
+        # zhmcclient raises at its next look at the connection (heart-beats of
+        # 5 s: up to 6 s later); stomp.py knew at once that it closed.
+        wait_for(lambda: not events.backend.notifications.live, timeout=2)
+        assert not snapshots.is_live(z13)
+    finally:
+        hmc_sim.broker.start()
+    live(events, timeout=30)
+    assert snapshots.is_live(z13)
+
+
 def test_without_a_broker_the_backend_serves_and_says_notifications_are_down(
     backend_factory, hmc_sim
 ):
