@@ -125,8 +125,13 @@ class JobWaiter:
             yield pause
             pause = min(pause * BACKOFF, longest)
 
-    def _notified_pauses(self):
+    def _notified_pauses(self, job: zhmcclient.Job, kind: str):
+        """Every max_interval while the job's topic is heard; once it is not, as without."""
         while True:
+            completions = self.completions
+            if completions is None or not completions.heard(job):
+                yield from self.pauses(kind)
+                return
             yield self.max_interval
 
     def wait(self, job: zhmcclient.Job, kind: str, until: float) -> dict | None:
@@ -158,7 +163,7 @@ class JobWaiter:
         unreachable = 0
         # With a job-completion notification to come, the job is checked when it
         # comes; the checks every max_interval only cover a lost one.
-        pauses = self.pauses(kind) if notified is None else self._notified_pauses()
+        pauses = self.pauses(kind) if notified is None else self._notified_pauses(job, kind)
         for pause in pauses:
             now = self.now()
             if now >= until:

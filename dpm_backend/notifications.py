@@ -100,6 +100,10 @@ class Completions:
             self._waiting[job.uri] = event
         return event
 
+    def heard(self, job: zhmcclient.Job) -> bool:
+        """Whether the job's completion would be notified now."""
+        return self._topic_live(job.session.job_topic)
+
     def forget(self, job: zhmcclient.Job) -> None:
         with self._lock:
             self._waiting.pop(job.uri, None)
@@ -115,7 +119,8 @@ class Completions:
             event.set()
 
     def halt(self) -> None:
-        """End every wait now (the backend stops)."""
+        """End every wait now (the backend stops, or notifications were lost: waits
+        check their job once and go on polling)."""
         with self._lock:
             events = list(self._waiting.values())
         for event in events:
@@ -201,6 +206,8 @@ class NotificationStream:
         if live == self._live:
             return
         self._live = live
+        if not live:
+            self.completions.halt()  # waits for a notification now poll
         cpcs = (cpcs or set()) if live else set()
         self._snapshots.set_live(cpcs)
         self._facts.set_live(cpcs)
@@ -237,8 +244,10 @@ class NotificationStream:
             receiver = self._receiver
         if receiver is not None:
             _close(receiver)
+        # The receiver notices the close only at zhmcclient's next look (seconds
+        # later; it makes no request then): not waited for long.
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(timeout if thread.name == 'hmc-notify' else 0.1)
         if self._live:
             self._live = False
             # The snapshots age again (a backend that goes on serving reads the HMC).

@@ -100,3 +100,22 @@ def test_halt_ends_a_wait_for_a_notification_at_once():
     with pytest.raises(Halted):
         w.wait(job, 'start', started + 20)
     assert time.monotonic() - started < 1.0
+
+
+def test_a_wait_goes_back_to_polling_when_notifications_are_lost():
+    live = {'jobs-a'}
+    completions = Completions(lambda topic: topic in live)
+    w = JobWaiter(0.01, 30)
+    w.completions = completions
+    job = TimedJob(0.5)
+
+    def lose():
+        live.clear()
+        completions.halt()  # as the stream does when it loses the connection
+
+    threading.Timer(0.1, lose).start()
+    started = time.monotonic()
+    assert w.wait(job, 'start', started + 20) == {'ok': True}
+    # Polled to its end, not left to the 30 s pause of a notified wait.
+    assert time.monotonic() - started < 1.2
+    assert len(job.checks) >= 2
