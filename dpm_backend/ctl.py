@@ -49,6 +49,7 @@ CONNECTION_OPTIONS = (
     'tls_ca_file',
     'tls_cert_file',
     'tls_key_file',
+    'tls_server_name',
     'token_file',
 )
 DEFAULT_TIMEOUT = 10.0
@@ -393,6 +394,14 @@ def _common_options(parser: argparse.ArgumentParser, sub: bool) -> None:
             default=default(None),
             help=f'PEM file: {what} (TCP only; the three go together)',
         )
+    group.add_argument(
+        '--tls-server-name',
+        dest='tls_server_name',
+        metavar='NAME',
+        default=default(None),
+        help='name checked against the certificates of several backends listed in --backend '
+        '(default: [dpm] tls_server_name)',
+    )
     group.add_argument(
         '--token-file',
         metavar='PATH',

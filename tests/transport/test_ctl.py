@@ -353,3 +353,12 @@ def test_the_command_needs_no_nova(running):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('host cpc1 is serving')
+
+
+def test_several_backends_over_tls_need_the_name_their_certificates_share(capsys, tmp_path):
+    pem = tmp_path / 'x.pem'
+    pem.write_text('')
+    tls = ['--tls-ca-file', str(pem), '--tls-cert-file', str(pem), '--tls-key-file', str(pem)]
+    status, _, err = run(capsys, '--backend', '127.0.0.1:1,127.0.0.1:2', *tls, 'hosts')
+    assert status == 2
+    assert 'set --tls-server-name to a name' in err
