@@ -13,8 +13,6 @@ exactly what its last successful call asked for, and nothing is left behind.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import ipaddress
 import socket
 import threading
 import time
@@ -28,18 +26,13 @@ from coordinated import SERVING
 from coordinated import HealthSampler
 from coordinated import as_process
 from coordinated import health
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.oid import NameOID
 from dpmtest import INVENTORY
 from dpmtest import find_partitions
 from dpmtest import instance_state
 from dpmtest import wait_for
 from nova.compute import power_state
 from nova.conf import CONF
+from pki import make_pki
 
 from bench import rig
 from dpm_backend import naming
@@ -70,54 +63,13 @@ ACCEPTED = (exception.VirtDriverNotReady,)
 HEARS_OF_IT = 1.0
 
 
-# -- throwaway certificates ------------------------------------------------------
-
-
-def _certificate(subject, public_key, ca_key, extensions) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'storm-ca')]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    for extension, critical in extensions:
-        builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+# -- certificates --------------------------------------------------------------
 
 
 @pytest.fixture
 def pki(tmp_path) -> Path:
-    """A CA; one backend certificate (127.0.0.1 and SHARED_NAME); a client certificate."""
-    directory = tmp_path / 'pki'
-    directory.mkdir()
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = [(x509.BasicConstraints(ca=True, path_length=None), True)]
-    (directory / 'ca.pem').write_bytes(_certificate('storm-ca', ca_key.public_key(), ca_key, ca))
-    names = x509.SubjectAlternativeName(
-        [x509.DNSName(SHARED_NAME), x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]
-    )
-    for name, usage, sans in (
-        ('backend', ExtendedKeyUsageOID.SERVER_AUTH, [(names, False)]),
-        ('client', ExtendedKeyUsageOID.CLIENT_AUTH, []),
-    ):
-        key = ec.generate_private_key(ec.SECP256R1())
-        (directory / f'{name}.key').write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        extensions = [(x509.ExtendedKeyUsage([usage]), False), *sans]
-        (directory / f'{name}.pem').write_bytes(
-            _certificate(name, key.public_key(), ca_key, extensions)
-        )
-    (directory / 'token').write_text(TOKEN + '\n')
-    return directory
+    """A CA; backend certificates for 127.0.0.1 and SHARED_NAME; a client certificate."""
+    return make_pki(tmp_path / 'pki', SHARED_NAME, TOKEN)
 
 
 def _free_port() -> int:

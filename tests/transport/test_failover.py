@@ -10,8 +10,6 @@ DPMHost call refused with UNAVAILABLE, ErrorInfo reason BACKEND_STANDBY.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import logging
 import threading
 import time
@@ -22,12 +20,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.oid import NameOID
 from dpmtest import flavor
 from dpmtest import load_config
 from dpmtest import wait_for
@@ -37,6 +29,7 @@ from google.rpc import error_details_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 from nova.conf import CONF
+from pki import make_pki
 
 from dpm_api.v1 import dpm_host_pb2 as pb
 from dpm_api.v1 import dpm_host_pb2_grpc as pb_grpc
@@ -62,62 +55,10 @@ INTERVAL = 0.2
 # -- certificates --------------------------------------------------------------
 
 
-def _pem_key(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _certificate(subject, issuer, public_key, signer, extensions) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    for extension, critical in extensions:
-        builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.fixture(scope='module')
 def pki(tmp_path_factory) -> Path:
     """A CA; backend certificates for 127.0.0.1 and SHARED_NAME; a client certificate."""
-    directory = tmp_path_factory.mktemp('failover-pki')
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    (directory / 'ca.pem').write_bytes(
-        _certificate(
-            'failover-ca',
-            'failover-ca',
-            ca_key.public_key(),
-            ca_key,
-            [(x509.BasicConstraints(ca=True, path_length=None), True)],
-        )
-    )
-    names = x509.SubjectAlternativeName(
-        [x509.DNSName(SHARED_NAME), x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]
-    )
-    for name, usage, sans in (
-        ('backend', ExtendedKeyUsageOID.SERVER_AUTH, [(names, False)]),
-        ('client', ExtendedKeyUsageOID.CLIENT_AUTH, []),
-    ):
-        key = ec.generate_private_key(ec.SECP256R1())
-        (directory / f'{name}.key').write_bytes(_pem_key(key))
-        (directory / f'{name}.pem').write_bytes(
-            _certificate(
-                name,
-                'failover-ca',
-                key.public_key(),
-                ca_key,
-                [(x509.ExtendedKeyUsage([usage]), False), *sans],
-            )
-        )
-    (directory / 'token').write_text(TOKEN + '\n')
-    return directory
+    return make_pki(tmp_path_factory.mktemp('failover-pki'), SHARED_NAME, TOKEN)
 
 
 # -- the backends: real ones, made standby by a test double ----------------------
