@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import grpc
 
 from dpm_backend import errors
+from dpm_backend import guard
 
 LOG = logging.getLogger(__name__)
 
@@ -106,25 +107,10 @@ class TokenInterceptor(grpc.ServerInterceptor):
             return handler
         token = presented_token(handler_call_details.invocation_metadata)
         checker = self._checker
-        if handler.unary_stream:
-            # WatchInstances: checked before the first response.
-            streamed = handler.unary_stream
-
-            def checked_stream(request, context):
-                error = checker.check(request.host, token)
-                if error is not None:
-                    LOG.info('%s refused: %s %s', method, error.code.name, error.reason_name)
-                    context.abort_with_status(error.to_status())
-                yield from streamed(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(
-                checked_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+        if method != self._list_hosts:
+            return guard.checked(
+                handler, method, lambda request: checker.check(request.host, token)
             )
-        if not handler.unary_unary:
-            # Every DPMHost method is unary or a response stream: refuse what is not checked.
-            raise RuntimeError(f'{method} has no token check')
         inner = handler.unary_unary
 
         def listed(request, context):
@@ -139,15 +125,8 @@ class TokenInterceptor(grpc.ServerInterceptor):
             reply.hosts.extend(kept)
             return reply
 
-        def checked(request, context):
-            error = checker.check(request.host, token)
-            if error is not None:
-                LOG.info('%s refused: %s %s', method, error.code.name, error.reason_name)
-                context.abort_with_status(error.to_status())
-            return inner(request, context)
-
         return grpc.unary_unary_rpc_method_handler(
-            listed if method == self._list_hosts else checked,
+            listed,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

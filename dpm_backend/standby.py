@@ -16,6 +16,7 @@ from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 
 from dpm_backend import errors
+from dpm_backend import guard
 
 LOG = logging.getLogger(__name__)
 
@@ -39,39 +40,10 @@ class StandbyInterceptor(grpc.ServerInterceptor):
         valid, why_not = self._valid, self._why_not
         action = method.rpartition('/')[2]
 
-        def refuse(context) -> None:
-            error = errors.backend_standby(action, why_not())
-            LOG.info('%s refused: %s %s', method, error.code.name, error.reason_name)
-            context.abort_with_status(error.to_status())
+        def standby(request) -> errors.DPMError | None:
+            return None if valid() else errors.backend_standby(action, why_not())
 
-        if handler.unary_stream:
-            streamed = handler.unary_stream
-
-            def checked_stream(request, context):
-                if not valid():
-                    refuse(context)
-                yield from streamed(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(
-                checked_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if not handler.unary_unary:
-            # Every DPMHost method is unary or a response stream: refuse what is not checked.
-            raise RuntimeError(f'{method} has no standby check')
-        inner = handler.unary_unary
-
-        def checked(request, context):
-            if not valid():
-                refuse(context)
-            return inner(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            checked,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return guard.checked(handler, method, standby)
 
 
 class HealthServicer(health.HealthServicer):
