@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench import ha
 from bench import keys
 from bench import soak
 from bench.scenarios import OPERATIONS
@@ -575,6 +576,7 @@ def table(results: dict) -> str:
         ]
     if results.get('soak'):
         lines += soak.table(results['soak'])
+    lines += ha.table(results.get('ha'))
     lines += ['', '## Targets', '', '| target | goal | measured | met |', '|---|---|---|---|']
     for name, t in results['targets'].items():
         lines.append(

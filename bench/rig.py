@@ -76,6 +76,10 @@ def config_text(
         'grace_period = 5',
         *(f'{k} = {v}' for k, v in options.get('backend', {}).items()),
     ]
+    # Any other section as given (e.g. [coordination]).
+    for section, values in options.items():
+        if section not in ('hmc', 'backend'):
+            lines += [f'[{section}]', *(f'{k} = {v}' for k, v in values.items())]
     for host in hosts:
         cpc = host.inventory or inventory
         if host.vhbas > len(cpc['fcp']):

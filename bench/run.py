@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import events
+from bench import ha
 from bench import hmc as hmc_mod
 from bench import keys
 from bench import memory
@@ -189,6 +190,7 @@ def run(quick: bool = False) -> dict:
         results['many_hosts'] = scenarios.many_hosts()
         results['memory'] = memory.backend_rss()
         results['soak'] = soak.soak()
+        results['ha'] = ha.ha()
     results['targets'] = targets(results)
     return results
 
@@ -519,4 +521,6 @@ def targets(results: dict) -> dict:
         )
     if results.get('soak'):
         judged.update(soak.targets(results['soak']))
+    if results.get('ha'):
+        judged.update(ha.targets(results['ha']))
     return judged
