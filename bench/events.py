@@ -99,19 +99,6 @@ def job_ends() -> Iterator[dict[str, float]]:
         yield ended
 
 
-@contextlib.contextmanager
-def operator(served) -> Iterator:
-    """A zhmcclient Client of another HMC session: what an operator or another tool uses."""
-    import zhmcclient
-
-    session = served.session()
-    session.logon()
-    try:
-        yield zhmcclient.Client(session)
-    finally:
-        session.logoff()
-
-
 def _foreign_partition(served, cpc_object_id: str) -> tuple[str, str, str]:
     """A partition of the CPC no host of the bench owns: name, URI, status."""
     sim = served.sim
@@ -578,7 +565,7 @@ def events(profile: str, quick: bool) -> dict:
         hmc_mod.simulator(profile, notifications=True, **jobs) as served,
         job_ends() as ended,
     ):
-        with rig_mod.rig(served, inventory, hosts) as running, operator(served) as client:
+        with rig_mod.rig(served, inventory, hosts) as running, served.logged_on() as client:
             rig_mod.wait_until_live(running.backend)
             result['power_sync'] = power_sync(
                 running, client, (0, 20) if quick else (0, 20, 80), 1 if quick else 3

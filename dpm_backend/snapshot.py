@@ -114,9 +114,6 @@ class Snapshots:
         self._applied = 0
         self._touched: dict[tuple[str, str], tuple[int, Row | None]] = {}
 
-    def listen(self, on_rows: RowsListener) -> None:
-        self._on_rows = on_rows
-
     def clear(self) -> None:
         with self._lock:
             self._by_cpc.clear()

@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable
 from collections.abc import Mapping
 
 from dpm_api.v1 import dpm_host_pb2 as pb
@@ -116,12 +115,10 @@ class InstanceFeed:
     def __init__(
         self,
         host_cpcs: Mapping[str, str],
-        owned: Callable[[Snapshot, str], Mapping[str, str]] | None = None,
         buffer: int = WATCH_BUFFER,
     ) -> None:
         # host -> cpc object id
         self._host_cpcs = dict(host_cpcs)
-        self._owned = owned or _owned_statuses
         self.buffer = buffer
         self.epoch = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -139,7 +136,7 @@ class InstanceFeed:
         for host, cpc in self._host_cpcs.items():
             if cpc != cpc_object_id:
                 continue
-            now = dict(self._owned(snapshot, host))
+            now = _owned_statuses(snapshot, host)
             with self._lock:
                 before = self._states.get(host)
                 self._states[host] = now
@@ -164,10 +161,6 @@ class InstanceFeed:
                                 host,
                                 self.buffer,
                             )
-
-    def known(self, host: str) -> bool:
-        with self._lock:
-            return host in self._states
 
     def watch(self, host: str) -> Watcher | None:
         """A new watcher of the host from its current state; None while no state is known."""

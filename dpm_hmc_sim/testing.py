@@ -6,6 +6,7 @@ Both listen on 127.0.0.1 on an ephemeral port, expose ``host``, ``port`` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,16 @@ class _Endpoint:
         """A real zhmcclient Session to the simulator (not yet logged on)."""
         kwargs.setdefault('verify_cert', self.ca_file)
         return zhmcclient.Session(self.host, self.userid, self.password, port=self.port, **kwargs)
+
+    @contextlib.contextmanager
+    def logged_on(self) -> Iterator[zhmcclient.Client]:
+        """A Client on a session of its own (an operator's tool), logged off afterwards."""
+        session = self.session()
+        session.logon()
+        try:
+            yield zhmcclient.Client(session)
+        finally:
+            session.logoff()
 
 
 class ServedSimulator(_Endpoint):

@@ -38,22 +38,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
 
 import zhmcclient
 
 CMDLINE = 'boot-os-specific-parameters'
 
 
-@contextlib.contextmanager
-def logged_on(served) -> Iterator[zhmcclient.Client]:
+def logged_on(served) -> contextlib.AbstractContextManager[zhmcclient.Client]:
     """A zhmcclient Client logged on to the simulator ``served`` (logged off afterwards)."""
-    session = served.session()
-    session.logon()
-    try:
-        yield zhmcclient.Client(session)
-    finally:
-        session.logoff()
+    return served.logged_on()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,11 +73,8 @@ class _EventsTestBase(_DPMTestBase):
     def before_nova(self) -> None:
         self.flags(sync_power_state_interval=-1)
         self.flags(lifecycle_stopped_event_delay=self.STOPPED_DELAY, group='dpm')
-        session = self.served.session()
-        session.logon()
-        self.addCleanup(session.logoff)
         # An operator's tool on the HMC: its own API session.
-        self.operator = zhmcclient.Client(session)
+        self.operator = self.enterContext(self.served.logged_on())
 
     def boot(self) -> tuple[dict, str]:
         server = self.api.post_server({'server': self.server_body([])})
